@@ -1,0 +1,6 @@
+"""Task data: loaders that turn every supported source into normalized examples (loaders.py), and the
+generators of the bundled SQL (sqlgen.py) and Python (codegen.py) task sets."""
+
+from shared.data.loaders import DataError, load_file, load_splits
+
+__all__ = ["DataError", "load_file", "load_splits"]
