@@ -5,8 +5,8 @@
 Two uses:
 - `bundled_sql_splits(seed)`: the fine-tuning/evaluation data in the sql-create-context record format
   (question, context = CREATE TABLE statements, answer = SQL) plus db_id/db_path, over 8 hand-written
-  databases. Six are "seen" (train/dev/test, split by gold SQL so no test query appears in training) and
-  two are held out for `test_unseen`. Every gold query is executed by the generator and must return rows.
+  databases and 12 composed ones. Six hand-written and the composed ones are "seen" (train/dev/test,
+  split by gold SQL so no test query appears in training); two are held out for `test_unseen`. Every gold query is executed by the generator and must return rows.
 - `pretrain_documents(rng, n)`: English paired with SQL over randomly composed schemas, in a format that is
   NOT the fine-tuning prompt, so the base learns to copy names and values from context into SQL without
   learning the task prompt. Used by shared/micro.py to pretrain the embedded default model.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from shared.paths import cache_dir
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
+N_COMPOSED = 12  # composed two-table schemas added to the six hand-written seen ones
 
 # ------------------------------------------------------------------------------------------ vocabulary
 
@@ -296,17 +297,34 @@ _LABELS = ["name", "title", "code", "label", "nickname"]
 _HELD_OUT = {t.name for db in unseen_databases() for t in db.tables}
 
 
-def random_database(rng: random.Random) -> Database:
-    """A randomly composed two-table schema for pretraining (never one of the held-out test schemas)."""
+def random_database(rng: random.Random, familiar: bool = False) -> Database:
+    """A randomly composed two-table schema (never one of the held-out test schemas).
+
+    For pretraining, half the tables and a third of the columns get made-up names: a model that guesses
+    names from a prior of familiar ones gains nothing there, so copying from the schema is what lowers
+    the loss. familiar=True keeps real words (the extra fine-tuning schemas).
+    """
     (pname, psing), (cname, csing) = rng.sample([e for e in _ENTITIES if e[0] not in _HELD_OUT], 2)
+    made_up = 0.0 if familiar else 1.0
+    if rng.random() < 0.5 * made_up:
+        psing = pseudo_word(rng).lower()
+        pname = psing + "s"
+    if rng.random() < 0.5 * made_up:
+        csing = pseudo_word(rng).lower()
+        cname = csing + "s"
+    if cname == pname:
+        cname, csing = cname + "_items", csing + "_item"
 
     def table(name, sing, fk=None):
         cols = [Column(rng.choice(_LABELS), "label", None)]
         for attr, vals in rng.sample(_CAT_ATTRS, rng.randint(1, 2)):
-            vals = list(vals) if vals else [pseudo_word(rng) for _ in range(rng.randint(3, 6))]
-            cols.append(Column(attr, "cat", rng.sample(vals, min(len(vals), rng.randint(3, 7)))))
+            vals = list(vals) if vals and rng.random() < 0.5 else [pseudo_word(rng) for _ in range(rng.randint(3, 6))]
+            if rng.random() < 0.3 * made_up:
+                attr = pseudo_word(rng).lower()
+            if attr not in {c.name for c in cols}:
+                cols.append(Column(attr, "cat", rng.sample(vals, min(len(vals), rng.randint(3, 7)))))
         nums = rng.sample(_NUM_ATTRS, rng.randint(1, 3))
-        if rng.random() < 0.3:
+        if rng.random() < 0.4 * made_up:
             nums[0] = _random_attr(rng)
         for attr, kind, lo, hi in nums:
             if attr not in {c.name for c in cols}:
@@ -518,6 +536,14 @@ def bundled_sql_splits(seed: int = 0, root: Path | None = None, per_db: int = 12
         (seen if db.db_id not in {d.db_id for d in unseen_databases()} else unseen).extend(
             examples_for(db, path, rng, per_db if db.db_id not in {"hospital", "aviation"} else per_db // 4)
         )
+    # Composed schemas widen the seen set: with only six, a fine-tune can memorize names instead of
+    # reading them from the schema, which is what the unseen split needs.
+    for i in range(N_COMPOSED):
+        db = random_database(rng, familiar=True)
+        db.db_id = f"composed{i:02d}_{db.db_id}"
+        populate(db, rng)
+        path = write_sqlite(db, root / "databases" / f"{db.db_id}.sqlite")
+        seen.extend(examples_for(db, path, rng, per_db // 3))
     train, dev, test = _split_by_answer(seen, rng, n_dev=300, n_test=500)
     rng.shuffle(train)
     rng.shuffle(unseen)
@@ -534,21 +560,44 @@ def bundled_sql_splits(seed: int = 0, root: Path | None = None, per_db: int = 12
 # ------------------------------------------------------------------------------------- pretraining
 
 
+def recall_documents(rng: random.Random, n: int) -> list[str]:
+    """Associative-recall drills: find a key in context, copy what follows it. This is the circuit that
+    text-to-SQL needs (column -> value in the question, name -> table in the schema), in its barest form:
+
+        facts: brand Ruka ; capacity 3935 ; city Lima
+        Q: capacity? A: 3935
+    """
+    docs = []
+    for _ in range(n):
+        keys = rng.sample([a[0] for a in _NUM_ATTRS] + [a[0] for a in _CAT_ATTRS] + [pseudo_word(rng).lower() for _ in range(6)], rng.randint(3, 8))
+        vals = [str(rng.randint(0, 9999)) if rng.random() < 0.4 else pseudo_word(rng) for _ in keys]
+        lines = ["facts: " + " ; ".join(f"{k} {v}" for k, v in zip(keys, vals))]
+        for i in rng.sample(range(len(keys)), min(len(keys), 4)):
+            lines.append(f"Q: {keys[i]}? A: {vals[i]}")
+        docs.append("\n".join(lines))
+    return docs
+
+
 def pretrain_documents(rng: random.Random, n: int, pairs_per_doc: int = 6) -> list[str]:
     """English/SQL documents over random schemas, in a format unlike the fine-tuning prompt:
 
         tables: farms(id, name, city, area) ; animals(id, code, weight, farm_id)
         Q: how many farms have city Lima?
         SQL: SELECT COUNT(*) FROM farms WHERE city = 'Lima'
+
+    (30% give the schema as CREATE TABLE statements instead of the `tables:` line.)
     """
     docs = []
     while len(docs) < n:
         db = random_database(rng)
         populate(db, rng)
-        schema = " ; ".join(f"{t.name}({', '.join(['id'] + [c.name for c in t.columns])})" for t in db.tables)
+        if rng.random() < 0.3:  # some with DDL, so copying names out of CREATE TABLE text is learned too
+            header = db.ddl()
+        else:
+            header = "tables: " + " ; ".join(f"{t.name}({', '.join(['id'] + [c.name for c in t.columns])})" for t in db.tables)
         pairs = questions(db, rng)
         rng.shuffle(pairs)
-        lines = [f"tables: {schema}"]
+        lines = [header]
         for question, sql in pairs[:pairs_per_doc]:
             q = question[0].lower() + question[1:] if rng.random() < 0.5 else question
             lines += [f"Q: {q}", f"SQL: {sql}"]
