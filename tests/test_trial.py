@@ -134,7 +134,8 @@ def test_packed_rows_do_not_attend_across_examples(smoke_cfg):
     alone = torch.cat([per_token_loss(pad_batch([r], tok.pad_token_id)) for r in rows[:3]])
     packed = per_token_loss(pack_batch(rows[:3], tok.pad_token_id, width=sum(len(r["input_ids"]) for r in rows[:3]) + 5))
     assert packed.shape == alone.shape
-    torch.testing.assert_close(packed, alone, rtol=2e-2, atol=2e-2)
+    # the packer reorders examples (longest first): compare the multiset of per-token losses
+    torch.testing.assert_close(packed.sort().values, alone.sort().values, rtol=2e-2, atol=2e-2)
 
 
 def test_run_trial_end_to_end_writes_a_complete_adapter_folder(smoke_cfg):
