@@ -44,7 +44,7 @@ def test_qlora_trial_learns_changes_only_lora_and_reloads_identically(smoke_cfg,
     from shared.prompts import prompt_for
     from shared.train import train
 
-    cfg = smoke_cfg("train.max_steps=30", "train.learning_rate=1e-2", "data.max_train_examples=256", "train.batch_size=8")
+    cfg = smoke_cfg("train.max_steps=40", "train.learning_rate=1e-2", "data.max_train_examples=32", "train.batch_size=8")
     model, tok = _load(cfg)
     splits, rows = _rows(cfg, tok)
     params = dict(model.named_parameters())
