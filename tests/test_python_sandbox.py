@@ -49,12 +49,20 @@ def _live_processes() -> dict[int, tuple[int, str]]:
     return processes
 
 
-def _leftovers(before: dict, marker: str) -> dict:
-    """Processes that appeared during the run and still live: ours by uid (as root) or by command line."""
-    return {
-        pid: info for pid, info in _live_processes().items()
-        if pid not in before and ((ROOT and info[0] == SANDBOX_UID) or marker in info[1])
-    }
+def _leftovers(before: dict, marker: str, grace_s: float = 5.0) -> dict:
+    """Processes that appeared during the run and still live after grace_s: ours by uid (as root) or by
+    command line. SIGKILL is delivered asynchronously: a killed process can show as running for a moment."""
+    import time
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = {
+            pid: info for pid, info in _live_processes().items()
+            if pid not in before and ((ROOT and info[0] == SANDBOX_UID) or marker in info[1])
+        }
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
 
 
 # ------------------------------------------------------------------------------------------ behaviour
