@@ -2,6 +2,7 @@
 
     python -m shared.micro --out shared/embedded/micro-llama             # the committed build (~30 min, 2 cores)
     python -m shared.micro --smoke --out /tmp/micro-smoke                # same code path in seconds (CI)
+    python -m shared.micro --check shared/embedded/micro-llama           # does it copy from context?
 
 Pretraining corpus (no network): English questions paired with SQL over thousands of randomly composed
 schemas (shared/data/sqlgen.py:pretrain_documents), in a "tables: / Q: / SQL:" format that is not the
@@ -269,15 +270,42 @@ def resolve(name: str) -> Path:
     return cached
 
 
+def recall_accuracy(folder: Path, n: int = 60, seed: int = 123) -> float:
+    """Greedy accuracy on fresh associative-recall drills ("facts: ... Q: key? A:"): does the model copy
+    from its context? 0.0 for the builds that could not be tuned to read a schema, 0.98 for the committed one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from shared.data.sqlgen import recall_documents
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hits = 0
+    for doc in recall_documents(random.Random(seed), n):
+        facts, first = doc.split("\n")[:2]
+        question, want = first.split(" A: ")
+        ids = tok(f"{facts}\n{question} A:", return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        hits += tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip().split("\n")[0] == want
+    return hits / n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build and pretrain the embedded micro Llama (offline).")
-    ap.add_argument("--out", type=Path, required=True, help="folder to write the model and tokenizer to")
+    ap.add_argument("--check", type=Path, help="only measure recall accuracy of the model in this folder")
+    ap.add_argument("--out", type=Path, help="folder to write the model and tokenizer to")
     ap.add_argument("--smoke", action="store_true", help="tiny model, tiny corpus, seconds: tests the path")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all)")
     ap.add_argument("--steps", type=int, help="override the preset's optimizer steps")
     ap.add_argument("--max-time-s", type=float, help="override the preset's time budget")
     args = ap.parse_args(argv)
+    if args.check:
+        print(f"recall accuracy {recall_accuracy(args.check):.3f}")
+        return
+    if not args.out:
+        ap.error("--out is required to build")
     preset = dict(PRESETS["smoke" if args.smoke else "full"])
     if args.steps:
         preset["steps"] = args.steps

@@ -45,3 +45,11 @@ def test_unknown_embedded_name_is_refused():
 
     with pytest.raises(ValueError, match="micro-llama"):
         resolve("embedded:giant")
+
+
+@pytest.mark.skipif(not (COMMITTED_DIR / "model.safetensors").exists(), reason="no committed embedded model")
+def test_committed_model_copies_from_context():
+    """The property the fine-tune stands on: the base copies a value from its context (recall drills)."""
+    from shared.micro import recall_accuracy
+
+    assert recall_accuracy(COMMITTED_DIR, n=30) >= 0.8
