@@ -225,12 +225,12 @@ def table(title: str, columns: list[str], ratio_name: str, rows: list[tuple[str,
         values = [c.get(key) for c in cases]
         r = _ratio(values[0], values[1]) if len(values) == 2 else None
         ratios[key] = r
-        cells = [_num(v, kind) if "error" not in c else "failed" for v, c in zip(values, cases)]
+        cells = [_num(v, kind) if "error" not in c else "failed" for v, c in zip(values, cases, strict=True)]
         body.append([label, *cells, *([f"{r:.2f}x" if r is not None else "-"] if ratio_name else [])])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def fmt(row: list[str]) -> str:  # metric left-aligned, figures right-aligned
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
 
     return [title, fmt(header), *map(fmt, body)], ratios
 

@@ -78,5 +78,6 @@ def evaluate_split(model, tokenizer, task, task_name: str, examples: list[dict],
     if with_loss:
         rows, _ = encode_all(tokenizer, task_name, examples, max_seq_len)
         metrics[f"{prefix}/loss"] = eval_loss(model, rows, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
-    details = [{"prompt": p, "prediction": y, **task.score_one(y, ex)} for p, y, ex in zip(prompts[:20], preds[:20], examples[:20])]
+    shown = zip(prompts[:20], preds[:20], examples[:20], strict=True)
+    details = [{"prompt": p, "prediction": y, **task.score_one(y, ex)} for p, y, ex in shown]
     return metrics, details

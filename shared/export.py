@@ -63,7 +63,7 @@ def export(folder: Path, out: Path, n_examples: int = 50) -> dict:
         "adapter": str(folder),
         "merged": str(out),
         "examples": len(prompts),
-        "greedy_agreement": sum(x == y for x, y in zip(a, m)) / len(prompts),
+        "greedy_agreement": sum(x == y for x, y in zip(a, m, strict=True)) / len(prompts),
         f"adapter_4bit/{metric.split('/', 1)[1]}": task.score(a, examples)[metric],
         f"merged_16bit/{metric.split('/', 1)[1]}": task.score(m, examples)[metric],
     }

@@ -136,7 +136,7 @@ def _example(task: _Task, rng: random.Random) -> dict:
     else:
         raise RuntimeError(f"{task.name}: could not draw tests with different expected values")
     tests = [
-        f"assert {task.name}({_call_args(a)}) == {r!r}" for a, r in zip(calls, results[:TESTS_PER_EXAMPLE])
+        f"assert {task.name}({_call_args(a)}) == {r!r}" for a, r in zip(calls, results[:TESTS_PER_EXAMPLE], strict=False)
     ]
     example_call = f"For example, {task.name}({_call_args(calls[-1])}) returns {results[-1]!r}."
     example = {

@@ -571,7 +571,7 @@ def recall_documents(rng: random.Random, n: int) -> list[str]:
     for _ in range(n):
         keys = rng.sample([a[0] for a in _NUM_ATTRS] + [a[0] for a in _CAT_ATTRS] + [pseudo_word(rng).lower() for _ in range(6)], rng.randint(3, 8))
         vals = [str(rng.randint(0, 9999)) if rng.random() < 0.4 else pseudo_word(rng) for _ in keys]
-        lines = ["facts: " + " ; ".join(f"{k} {v}" for k, v in zip(keys, vals))]
+        lines = ["facts: " + " ; ".join(f"{k} {v}" for k, v in zip(keys, vals, strict=True))]
         for i in rng.sample(range(len(keys)), min(len(keys), 4)):
             lines.append(f"Q: {keys[i]}? A: {vals[i]}")
         docs.append("\n".join(lines))

@@ -52,7 +52,7 @@ class SqlTask:
             raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
         if not examples:
             raise ValueError("nothing to score: no examples")
-        details = [self.score_one(p, e) for p, e in zip(predictions, examples)]
+        details = [self.score_one(p, e) for p, e in zip(predictions, examples, strict=True)]
         n = len(details)
         return {
             "eval/sql_exec_acc": sum(d["correct"] for d in details) / n,
