@@ -150,3 +150,13 @@ def test_run_trial_end_to_end_writes_a_complete_adapter_folder(smoke_cfg):
     card, back = read_card(metrics["adapter_path"])
     assert back == cfg  # the resolved config rebuilds exactly
     assert card["metrics"]["eval/sql_exec_acc"] == metrics["eval/sql_exec_acc"]
+
+
+def test_code_trial_end_to_end_scores_pass_at_1_in_the_sandbox(smoke_cfg):
+    from shared.trial import run_trial
+
+    cfg = smoke_cfg(config="configs/code_micro_smoke.yaml")
+    metrics = run_trial(cfg)
+    assert cfg.data.task == "code"
+    assert 0.0 <= metrics["eval/py_pass_at_1"] <= metrics["eval/py_syntax_ok"] + 1e-9 <= 1.0 + 1e-9
+    assert "eval/loss" in metrics and (metrics["train/steps"] == cfg.train.max_steps)
