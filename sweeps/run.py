@@ -1,0 +1,421 @@
+"""The sweep: Ray Tune with Optuna (TPE) and ASHA over a QLoRA trial's LoRA rank, alpha and learning rate.
+
+    export RAY_AUTH_MODE=token   # Ray 2.60's token auth; `ray start --head` wrote the token (NOTES.md)
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m sweeps.run --config configs/sweeps/sql_smoke.yaml
+    python -m sweeps.run --config configs/sweeps/sql_smoke.yaml        # direct: local cluster, else a new local Ray
+    python -m sweeps.run --config configs/sweeps/sql.yaml --check      # validate only (no Ray)
+    python -m sweeps.run --resume ~/qlora-sweeps/sql-smoke-20261125-001502   # a sweep whose driver died
+
+Everything is validated before Ray is asked for anything (sweeps/config.py): the sweep and trial configs,
+every corner of the search space, rank against the model's hidden size, the memory estimate against the
+GPU a trial gets; then the cluster is checked for the resources a trial asks for. The last lines printed
+name the sweep folder, the best adapter, its metrics and the report. The sweep folder lives under
+storage_path (default ~/qlora-sweeps, or a URI), never in the job's temporary copy of the repo:
+
+    <storage_path>/<sweep id>/            Tune's experiment (trials, checkpoints, state for --resume)
+        sweep.json                        the resolved sweep config and trial tree (what --resume rebuilds)
+        best_adapter/                     the best trial's adapter folder; card.json names sweep id and rank
+        summary.json                      every trial: number, state, steps, objective, sample, error
+        report/                           leaderboard (CSV, Markdown) and plots (sweeps/report.py)
+    <storage_path>/latest/<task>.json     the newest best adapter of each task (and a symlink <task>, locally)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (`python sweeps/run.py`): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.config import ConfigError  # noqa: E402
+from sweeps.config import OBJECTIVE, Plan, SweepConfig, check_cluster, load_sweep, plan, rungs  # noqa: E402
+from sweeps.space import TRIAL_NUMBER, to_overrides  # noqa: E402
+
+SWEEP_STATE = "sweep.json"
+BEST = "best_adapter"
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def fs_and_path(location: str):
+    """A local path or URI -> (pyarrow filesystem, path on it)."""
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+
+
+def join(location: str, *parts: str) -> str:
+    if "://" in location:
+        return "/".join([location.rstrip("/"), *parts])
+    return str(Path(location).expanduser().joinpath(*parts))
+
+
+def write_text(location: str, text: str) -> None:
+    fs, path = fs_and_path(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def read_text(location: str) -> str:
+    fs, path = fs_and_path(location)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def put_dir(local: Path, location: str) -> None:
+    """Copies a local folder to a local path or URI, replacing what was there."""
+    import pyarrow.fs
+
+    fs, path = fs_and_path(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(path)
+    fs.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(
+        str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
+    )
+
+
+# ------------------------------------------------------------------------------------------- tuning
+
+
+def trial_dirname(trial) -> str:
+    """trial-003-1a2b3c4d: the Optuna trial number first, so folders and the live table sort in sampling
+    order and name the same trial as the leaderboard. Also the trial's name."""
+    return f"trial-{trial.config.get(TRIAL_NUMBER, 0):03d}-{trial.trial_id}"
+
+
+def trainable(cfg: SweepConfig, base: dict):
+    """The function trainable with the sweep bound to it and one trial's resources: one GPU (plus CPUs to
+    feed it), or with no GPU, resources.cpu cores, which are also its torch threads."""
+    from ray import tune
+
+    from sweeps.trainable import train_qlora
+
+    fn = tune.with_parameters(train_qlora, sweep=cfg.model_dump(mode="json"), base=base)
+    return tune.with_resources(fn, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+
+
+def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
+    """OptunaSearch (TPE: seeded, multivariate) over the space as data, ASHA on train/steps, FailureConfig."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.metrics import SweepMetrics
+    from sweeps.space import define_by_run
+
+    mode = p.objective.mode
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.search.seed, multivariate=True, n_startup_trials=cfg.search.startup_trials
+    )
+    space = {k: d.model_dump() for k, d in cfg.space.items()}  # plain data: the searcher's state is pickled
+    searcher = OptunaSearch(space=functools.partial(define_by_run, space=space), metric=OBJECTIVE, mode=mode,
+                            sampler=sampler)
+    scheduler = ASHAScheduler(
+        time_attr="train/steps", metric=OBJECTIVE, mode=mode, max_t=p.trial.train.max_steps,
+        grace_period=cfg.scheduler.grace_period_steps, reduction_factor=cfg.scheduler.reduction_factor,
+    )
+    keep = cfg.checkpoint.keep_per_trial
+    return tune.Tuner(
+        trainable(cfg, p.base),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_trials,
+            max_concurrent_trials=cfg.search.max_concurrent,
+            reuse_actors=False,  # a fresh worker process per trial: GPU memory is freed between trials
+            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_id, storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=keep, checkpoint_score_attribute=OBJECTIVE if keep else None,
+                checkpoint_score_order=mode,
+            ),
+            callbacks=[SweepMetrics(sweep_id, OBJECTIVE, mode, p.trial.train.max_steps)],
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------- after the sweep
+
+
+def summarize(grid, p: Plan) -> list[dict]:
+    """One row per trial, ranked as sweeps/report.py ranks its leaderboard: on the best objective a trial
+    reached at any report (the values ASHA compared), ties by the last one, then fewer steps; failed and
+    unscored trials last."""
+    max_steps = p.trial.train.max_steps
+    sign = -1 if p.objective.mode == "max" else 1
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        steps = m.get("train/steps")
+        values = _objective_history(r)
+        if r.error is not None:
+            state = "failed"
+        elif steps is None:
+            state = "pending"
+        else:
+            state = "finished" if steps >= max_steps else "stopped"
+        rows.append({
+            "trial_number": (r.config or {}).get(TRIAL_NUMBER),
+            "trial_id": m.get("trial_id") or Path(r.path).name.rsplit("-", 1)[-1],
+            "state": state,
+            "steps": steps,
+            "attempts": m.get("trial/attempt"),
+            "objective": (max(values) if sign < 0 else min(values)) if values else None,
+            "objective_last": values[-1] if values else None,
+            p.objective.metric: m.get(p.objective.metric),
+            "eval/loss": m.get("eval/loss"),
+            "sample": to_overrides(r.config or {}),
+            "error": None if r.error is None else _error_line(r.error),
+            "path": r.path,
+            "_result": r,
+        })
+    rows.sort(key=lambda row: (
+        row["error"] is not None, row["objective"] is None, sign * (row["objective"] or 0.0),
+        sign * (row["objective_last"] or 0.0), row["steps"] or 0,
+    ))
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i if row["objective"] is not None and row["error"] is None else None
+    return rows
+
+
+def _error_line(error: BaseException) -> str:
+    """The last non-empty line of an error: a RayTaskError's text ends with the trial's own exception."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _objective_history(result) -> list[float]:
+    df = result.metrics_dataframe
+    if df is None or OBJECTIVE not in df.columns:
+        return []
+    return [float(v) for v in df[OBJECTIVE].tolist() if v is not None and math.isfinite(float(v))]
+
+
+def best_checkpoint(result, mode: str):
+    """The trial's checkpoint reported with its best objective (every report carries one)."""
+    kept = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(OBJECTIVE) is not None]
+    if not kept:
+        return result.checkpoint, result.metrics
+    pick = max if mode == "max" else min
+    return pick(kept, key=lambda cm: cm[1][OBJECTIVE])
+
+
+def export_best(row: dict, rows: list[dict], sweep_id: str, sweep_dir: str, p: Plan) -> str:
+    """The best trial's adapter at its best report -> <sweep>/best_adapter, with the sweep's id, the trial
+    and its rank among trials added to card.json."""
+    checkpoint, metrics = best_checkpoint(row["_result"], p.objective.mode)
+    with tempfile.TemporaryDirectory(prefix="best-adapter-") as tmp:
+        local = Path(checkpoint.to_directory(str(Path(tmp) / "adapter")))
+        card = json.loads((local / "card.json").read_text())
+        card["sweep"] = {
+            "id": sweep_id,
+            "rank": row["rank"],
+            "trials": len(rows),
+            "trial_number": row["trial_number"],
+            "trial_id": row["trial_id"],
+            "objective": {"name": OBJECTIVE, "metric": p.objective.metric, "mode": p.objective.mode,
+                          "value": row["objective"]},
+            "sample": row["sample"],
+            "steps": metrics.get("train/steps"),
+            "state": row["state"],
+        }
+        (local / "card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+        dest = join(sweep_dir, BEST)
+        put_dir(local, dest)
+    return dest
+
+
+def update_latest(cfg: SweepConfig, task: str, adapter: str, sweep_id: str, row: dict) -> str:
+    """<storage_path>/latest/<task>.json names the newest best adapter; locally also a symlink <task>."""
+    pointer = join(cfg.storage_path, "latest", f"{task}.json")
+    write_text(pointer, json.dumps({
+        "task": task,
+        "adapter": adapter if cfg.is_uri else str(Path(adapter).expanduser().resolve()),
+        "sweep_id": sweep_id,
+        "objective": row["objective"],
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }, indent=2) + "\n")
+    if not cfg.is_uri:
+        link = Path(join(cfg.storage_path, "latest", task)).expanduser()
+        tmp = link.with_name(f".{task}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(Path(adapter).expanduser().resolve())
+        tmp.replace(link)  # atomic: a reader sees the old or the new adapter, never none
+    return pointer
+
+
+def write_report(grid, sweep_dir: str, p: Plan) -> str | None:
+    """Leaderboard (CSV + Markdown) and plots, by sweeps/report.py (written by another engineer).
+
+    Ranked on sweep/objective, as summarize() ranks, so its #1 is the exported adapter. Returns the path of
+    report.md. On a URI the report is written locally, then uploaded."""
+    from sweeps import report
+
+    kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps)
+    if "://" not in sweep_dir:
+        return report.write_report(grid, str(Path(sweep_dir) / "report"), **kwargs)["report_md"]
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        report.write_report(grid, tmp, **kwargs)
+        put_dir(Path(tmp), join(sweep_dir, "report"))
+    return join(sweep_dir, "report", "report.md")
+
+
+def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str) -> dict:
+    rows = summarize(grid, p)
+    ranked = [r for r in rows if r["rank"] is not None]
+    summary = {"sweep_id": sweep_id, "objective": {"name": OBJECTIVE, "metric": p.objective.metric,
+                                                   "mode": p.objective.mode}, "sweep_folder": sweep_dir}
+    if ranked:
+        best = ranked[0]
+        summary["best_adapter"] = export_best(best, rows, sweep_id, sweep_dir, p)
+        summary["latest"] = update_latest(cfg, p.trial.data.task, summary["best_adapter"], sweep_id, best)
+        _, metrics = best_checkpoint(best["_result"], p.objective.mode)
+        summary["best_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and "/" in k}
+    summary["report"] = write_report(grid, sweep_dir, p)
+    summary["trials"] = [{k: v for k, v in r.items() if k != "_result"} for r in rows]
+    write_text(join(sweep_dir, "summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    counts: dict[str, int] = {}
+    for t in s["trials"]:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    print("\ntrials: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    for t in s["trials"]:
+        obj = "-" if t["objective"] is None else f"{t['objective']:.4f}"
+        err = f"  {t['error']}" if t["error"] else ""
+        print(f"  #{t['rank'] or '-':<3} trial {t['trial_number']:<3} {t['state']:<9} steps {t['steps']}  "
+              f"objective {obj}  {t['sample']}{err}")
+    print(f"\nsweep folder: {s['sweep_folder']}")
+    if "best_adapter" in s:
+        m = s["best_metrics"]
+        print(f"best adapter: {s['best_adapter']}")
+        shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(m.items()))
+        print("best metrics: " + "  ".join(shown))
+        print(f"latest: {s['latest']}")
+    else:
+        print("best adapter: none (no trial reported an objective)")
+    print(f"report: {s['report']}")
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def describe(cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str) -> None:
+    est, dims = p.worst, p.dims
+    tie = " (eval/loss breaks ties)" if p.objective.loss_tie_break else ""
+    max_steps = p.trial.train.max_steps
+    print(f"sweep {sweep_id}: {cfg.search.num_trials} trials of {p.trial.data.task} on {p.trial.model.name_or_path}, "
+          f"{cfg.search.max_concurrent} at a time, {cfg.resources.cpu} CPU + {cfg.resources.gpu} GPU each")
+    print(f"  objective: {OBJECTIVE} = {p.objective.metric}{tie}, {p.objective.mode}; rungs at steps "
+          f"{rungs(cfg, max_steps)} of {max_steps}, dev slice {cfg.objective.eval_slice}")
+    print(f"  space: {', '.join(f'{k} {d.model_dump(exclude_none=True)}' for k, d in cfg.space.items())}")
+    print(f"  largest sample {to_overrides(p.worst_sample)}: est. peak GPU memory {est.lines()} "
+          f"(hidden {dims.hidden_size}, {dims.num_hidden_layers} layers)")
+    print(f"  sweep folder: {sweep_dir}", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m sweeps.run",
+        description="Run a QLoRA sweep: Ray Tune + OptunaSearch (TPE) + ASHA over LoRA rank, alpha and "
+        "learning rate. Connects to the Ray cluster it was submitted to (ray job submit), else to a running local cluster, "
+        "else starts a local Ray.",
+        epilog="Overrides are dotted keys of the sweep YAML, e.g. search.num_trials=8 space.lora.rank.high=32 "
+        "trial.overrides.train.max_steps=200 resources.gpu=1 storage_path=s3://bucket/sweeps. "
+        "Set RAY_AUTH_MODE=token to reach a cluster started with `ray start` (token auth).",
+    )
+    ap.add_argument("--config", type=Path, help="sweep YAML (configs/sweeps/*.yaml); required unless --resume")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value pairs applied on top of the sweep YAML")
+    ap.add_argument("--resume", metavar="SWEEP_FOLDER",
+                    help="resume the sweep in this folder or URI (Tuner.restore): finished trials are kept, "
+                    "unfinished ones restart, the Optuna search keeps what it learned")
+    ap.add_argument("--name", help="sweep id (default: <name>-<UTC time>); the folder under storage_path")
+    ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, the job's cluster, a running local "
+                    "cluster, else a new local Ray)")
+    ap.add_argument("--check", action="store_true",
+                    help="validate the sweep (configs, space, model, memory) and exit, without Ray")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.resume:
+            if args.config or args.overrides:
+                raise ConfigError("--resume: takes no --config or overrides; the sweep folder holds its config")
+            sweep_dir = args.resume.rstrip("/")
+            if "://" not in sweep_dir:
+                sweep_dir = str(Path(sweep_dir).expanduser().resolve())
+            state = json.loads(read_text(join(sweep_dir, SWEEP_STATE)))
+            cfg = SweepConfig.model_validate(state["config"])
+            sweep_id, base = state["sweep_id"], state["trial_base"]
+        else:
+            cfg = load_sweep(args.config, args.overrides)
+            sweep_id = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+            sweep_dir, base = join(cfg.storage_path, sweep_id), None
+            if not cfg.is_uri:
+                sweep_dir = str(Path(sweep_dir).expanduser().resolve())
+        p = plan(cfg, base)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: --resume: {e}", file=sys.stderr)
+        return 2
+    describe(cfg, p, sweep_id, sweep_dir)
+    if args.check:
+        print("config ok")
+        return 0
+
+    # Trials keep the worker's working folder (the job's copy of the repo), so relative paths in the trial
+    # config resolve as they did here. Propagated to trial actors by Tune.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    import ray
+    from ray import tune
+
+    ray.init(address=args.address, log_to_driver=True)
+    try:
+        check_cluster(cfg, ray.cluster_resources())
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if p.trial.model.name_or_path.startswith("embedded:"):
+        from shared.micro import resolve
+
+        resolve(p.trial.model.name_or_path)  # built once here if neither committed nor cached, not per trial
+
+    if args.resume:
+        if not tune.Tuner.can_restore(sweep_dir):
+            print(f"error: --resume: {sweep_dir} holds no Tune experiment to restore", file=sys.stderr)
+            return 2
+        print(f"resuming {sweep_dir}", flush=True)
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable(cfg, p.base), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        state = {"sweep_id": sweep_id, "config": cfg.model_dump(mode="json"), "trial_base": p.base}
+        write_text(join(sweep_dir, SWEEP_STATE), json.dumps(state, indent=2) + "\n")
+        storage = cfg.storage_path if cfg.is_uri else str(Path(cfg.storage_path).expanduser().resolve())
+        tuner = make_tuner(cfg, p, sweep_id, storage)
+    grid = tuner.fit()
+    summary = finish(grid, cfg, p, sweep_id, sweep_dir)
+    print_summary(summary)
+    return 0 if "best_adapter" in summary else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
