@@ -1,0 +1,69 @@
+"""benchmarks/sweep_efficiency.py: the three methods share one valid sweep config and one discrete space;
+the figures compare against the grid. The end-to-end run (`--smoke`, three Tune runs) is marked slow and
+asserts what is printed, never a timing (STYLE.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.sweep_efficiency import compare, discrete_space, grid_size, parse_args, sweep_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_give_a_valid_sweep_over_the_grid_space(tmp_path):
+    from sweeps.config import load_sweep, plan, rungs
+
+    args = parse_args([])
+    args.cpus = 2
+    cfg = load_sweep(args.sweep, sweep_overrides(args, None, tmp_path))
+    p = plan(cfg)
+    assert grid_size(args) == 12 and args.asha_trials == 6
+    assert {k: d.values for k, d in cfg.space.items()} == discrete_space(args)
+    assert p.trial.train.max_steps == args.steps and p.trial.train.max_time_s is None
+    assert p.trial.eval.splits == ["dev"] and p.trial.eval.max_examples == cfg.objective.eval_slice
+    assert rungs(cfg, args.steps) == [10, 40]
+    assert cfg.search.max_concurrent == 1 and cfg.failure.max_retries == 0
+
+
+def test_smoke_and_bad_arguments():
+    args = parse_args(["--smoke", "--ranks", "4,8,16"])
+    assert args.steps == 12 and args.ranks == [4, 8, 16] and grid_size(args) == 6 and args.asha_trials == 3
+    for bad in (["--grace", "7"], ["--methods", "random"], ["--methods", "bayes"], ["--lrs", ""]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_compare_against_the_grid():
+    rows = compare([
+        {"method": "grid", "trial_steps": 1000, "best_accuracy": 0.30, "best_eval_loss": 0.50},
+        {"method": "asha+tpe", "trial_steps": 250, "best_accuracy": 0.29, "best_eval_loss": 0.52},
+        {"method": "random", "trial_steps": 240, "best_accuracy": None, "best_eval_loss": 0.60},
+    ])
+    assert rows[1]["steps_vs_grid"] == 0.25 and rows[1]["accuracy_vs_grid"] == pytest.approx(-0.01)
+    assert rows[2]["accuracy_vs_grid"] is None and rows[2]["loss_vs_grid"] == pytest.approx(0.10)
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_every_method(tiny_model_dir, tmp_path):
+    out = tmp_path / "eff.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sweep_efficiency", "--smoke", "--model", str(tiny_model_dir),
+         "--out", str(tmp_path / "runs"), "--json-out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = {r["method"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"grid", "asha+tpe", "random"}
+    assert results["grid"]["trials"] == 4 and results["grid"]["trial_steps"] == 4 * 12
+    assert results["random"]["trial_steps"] <= max(12, results["asha+tpe"]["trial_steps"])
+    for method in ("grid", "asha-tpe", "random"):
+        assert (tmp_path / "runs" / method / "report" / "leaderboard.csv").is_file()
+    table = run.stdout[run.stdout.rindex("\nmethod "):]  # Tune's own progress goes to stdout before it
+    for method in results:
+        assert table.count(f"\n{method} ") == 1, table
