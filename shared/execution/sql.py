@@ -169,7 +169,7 @@ def schema_db(context: str) -> Path:
     path = Path(_schema_dir().name) / f"{key}.sqlite"
     if path.exists():
         return path
-    ddl = _create_table_statements(context)
+    ddl = create_table_statements(context)
     partial = path.with_suffix(f".{os.getpid()}.{time.monotonic_ns()}.partial")
     conn = sqlite3.connect(partial)
     try:
@@ -229,7 +229,7 @@ def _ddl_authorizer(action, arg1, arg2, db_name, trigger):
     return sqlite3.SQLITE_DENY
 
 
-def _create_table_statements(context: str) -> list[str]:
+def create_table_statements(context: str) -> list[str]:
     """The CREATE TABLE statements of a context, one per table. b-mc2/sql-create-context often repeats a
     table (once per alias of a self-join) or a column; those are merged, first definition winning, as
     SQLite would refuse the second."""
