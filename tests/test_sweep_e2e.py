@@ -13,86 +13,27 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from raycluster import RAY, local_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
-RAY = str(Path(sys.executable).with_name("ray"))
 SMOKE = "configs/sweeps/sql_smoke.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int, marker: str) -> list[int]:
-    """Processes in session `sid`, or whose command line names this cluster's temp folder."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,args="], capture_output=True, text=True).stdout
-    pids = []
-    for line in out.splitlines():
-        pid, session, *args = line.split(None, 2)
-        if int(pid) != os.getpid() and (int(session) == sid or marker in "".join(args)):
-            pids.append(int(pid))
-    return pids
 
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir):
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
-    ports = {name: _free_port() for name in ("gcs", "dashboard", "metrics", "client", "agent")}
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    log = open(Path(temp) / "ray-start.log", "w")
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0", "--dashboard-host", "127.0.0.1",
-         "--port", str(ports["gcs"]), "--dashboard-port", str(ports["dashboard"]),
-         "--metrics-export-port", str(ports["metrics"]), "--ray-client-server-port", str(ports["client"]),
-         "--dashboard-agent-listen-port", str(ports["agent"]), "--temp-dir", temp],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    info = {
-        "env": env, "temp": temp, "gcs": f"127.0.0.1:{ports['gcs']}", "dashboard": f"http://127.0.0.1:{ports['dashboard']}",
-        "metrics": f"http://127.0.0.1:{ports['metrics']}/metrics", "model": str(tiny_model_dir),
-        "storage": tempfile.mkdtemp(prefix="sweeps-", dir=temp),
-    }
-    try:
-        deadline = time.time() + 120
-        while subprocess.run([RAY, "status", "--address", info["gcs"]], env=env, capture_output=True).returncode:
-            assert head.poll() is None, Path(temp, "ray-start.log").read_text()
-            assert time.time() < deadline, "the Ray head did not come up in 120 s"
-            time.sleep(1)
+    with local_cluster(model=str(tiny_model_dir)) as info:
         yield info
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _session_pids(head.pid, temp):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            time.sleep(2)
-        log.close()
-        left = _session_pids(head.pid, temp)
-        shutil.rmtree(temp, ignore_errors=True)
-        assert not left, f"Ray processes left behind: {left}"
 
 
 def _sweep_args(cluster, *extra) -> list[str]:

@@ -1,0 +1,96 @@
+"""A real local Ray cluster for end-to-end tests: `ray start --head --block` in a session of its own, token
+authentication on, every port free and on 127.0.0.1 where Ray allows, torn down to the last process.
+
+Teardown ends exactly the processes this helper started (that session, and any process naming this
+cluster's temp folder), never another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int, marker: str) -> list[int]:
+    """Processes in session `sid`, or whose command line names this cluster's temp folder."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    pids = []
+    for line in out.splitlines():
+        pid, session, *args = line.split(None, 2)
+        if int(pid) != os.getpid() and (int(session) == sid or marker in "".join(args)):
+            pids.append(int(pid))
+    return pids
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int = 2, **extra):
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
+    ports = {name: _free_port() for name in ("gcs", "dashboard", "metrics", "client", "agent")}
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(Path(temp) / "ray-start.log", "w")
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--num-gpus", "0", "--dashboard-host", "127.0.0.1",
+         "--port", str(ports["gcs"]), "--dashboard-port", str(ports["dashboard"]),
+         "--metrics-export-port", str(ports["metrics"]), "--ray-client-server-port", str(ports["client"]),
+         "--dashboard-agent-listen-port", str(ports["agent"]), "--temp-dir", temp],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    info = {
+        "env": env, "temp": temp, "gcs": f"127.0.0.1:{ports['gcs']}", "dashboard": f"http://127.0.0.1:{ports['dashboard']}",
+        "metrics": f"http://127.0.0.1:{ports['metrics']}/metrics", **extra,
+        "storage": tempfile.mkdtemp(prefix="sweeps-", dir=temp),
+    }
+    try:
+        deadline = time.time() + 120
+        while subprocess.run([RAY, "status", "--address", info["gcs"]], env=env, capture_output=True).returncode:
+            assert head.poll() is None, Path(temp, "ray-start.log").read_text()
+            assert time.time() < deadline, "the Ray head did not come up in 120 s"
+            time.sleep(1)
+        while True:  # the dashboard (jobs, serve deploy) comes up after the GCS
+            try:
+                urllib.request.urlopen(info["dashboard"] + "/api/version", timeout=5)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (auth or not): it is up
+            except OSError:
+                assert time.time() < deadline, "the Ray dashboard did not come up in 120 s"
+                time.sleep(1)
+        yield info
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_pids(head.pid, temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
+        log.close()
+        left = _session_pids(head.pid, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes left behind: {left}"
+
+
