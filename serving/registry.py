@@ -1,0 +1,120 @@
+"""Adapter names -> adapter folders, as the ingress sees them: resolved from the config, `latest:<task>`
+pointers re-read on a timer, the canary split, all without touching the model.
+
+A resolved adapter gets a model id `<name>@<8 hex>` (a digest of its folder and card): that is the id
+Serve multiplexes on. When `latest/sql.json` starts naming a new folder, `sql` gets a new model id; the
+next request loads it by id on whichever replica it lands, and the old one ages out of the replicas'
+LRU. Nothing restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.config import LATEST, AppConfig
+from shared.artifacts import CARD, read_card
+from shared.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    model_id: str  # what Serve multiplexes on
+    path: str
+    task: str
+    base_model: str
+    base_sha256: str | None
+    created: int  # the card's mtime: OpenAI's `created`
+
+
+class Unavailable(LookupError):
+    """The name is configured but points at nothing yet (no sweep wrote latest/<task>.json)."""
+
+
+def _sha(card: dict) -> str | None:
+    sha = (card.get("base_model") or {}).get("sha256")
+    return json.dumps(sha, sort_keys=True) if sha else None
+
+
+def resolve(where: str, storage_path: str) -> Path:
+    """A folder, or latest:<task> -> the folder the pointer names now."""
+    if not where.startswith(LATEST):
+        return Path(where).expanduser().resolve()
+    task = where[len(LATEST):]
+    pointer = Path(storage_path).expanduser() / "latest" / f"{task}.json"
+    if not pointer.is_file():
+        raise Unavailable(f"no sweep has exported a {task} adapter yet ({pointer} does not exist)")
+    return Path(json.loads(pointer.read_text())["adapter"]).expanduser().resolve()
+
+
+def load(name: str, where: str, storage_path: str) -> Adapter:
+    path = resolve(where, storage_path)
+    card, cfg = read_card(path)
+    digest = hashlib.sha256(f"{path}\n{(path / CARD).read_text()}".encode()).hexdigest()[:8]
+    return Adapter(name, f"{name}@{digest}", str(path), cfg.data.task, cfg.model.name_or_path, _sha(card),
+                   int((path / CARD).stat().st_mtime))
+
+
+class Registry:
+    def __init__(self, cfg: AppConfig):
+        self.cfg = cfg
+        self.adapters: dict[str, Adapter] = {}
+        self.problems: dict[str, str] = {}  # name -> why it is not available
+        self.refresh()
+
+    def refresh(self) -> list[str]:
+        """Re-resolves every name; returns the names whose adapter changed (promotions)."""
+        changed = []
+        for name, where in self.cfg.adapters.items():
+            try:
+                a = load(name, where, self.cfg.storage_path)
+            except (Unavailable, ConfigError, OSError, ValueError, KeyError) as e:
+                self.problems[name] = str(e)
+                continue
+            self.problems.pop(name, None)
+            if self.adapters.get(name) != a:
+                changed.append(name)
+                self.adapters[name] = a
+        return changed
+
+    def base(self) -> tuple[str, str | None]:
+        """The one base every available adapter was trained on (refuses a mix)."""
+        bases = {(a.base_model, a.base_sha256) for a in self.adapters.values()}
+        if not bases:
+            problems = "; ".join(f"{n}: {p}" for n, p in self.problems.items())
+            raise ConfigError(f"adapters: none can be served yet ({problems})")
+        if len(bases) > 1:
+            raise ConfigError(
+                "adapters: trained on different bases; one app serves one base: "
+                + ", ".join(f"{a.name} on {a.base_model}" for a in self.adapters.values())
+            )
+        return next(iter(bases))
+
+    def get(self, name: str) -> Adapter:
+        if name in self.adapters:
+            return self.adapters[name]
+        if name in self.problems:
+            raise Unavailable(f"adapter {name!r} is not available: {self.problems[name]}")
+        raise KeyError(name)
+
+    def default_for(self, task: str, rng: random.Random | None = None) -> Adapter:
+        """The route's adapter: a weighted pick from traffic.<task>, else defaults.<task>, else the one named
+        like the task, else the only available adapter of that task."""
+        splits = [s for s in self.cfg.traffic.get(task, []) if s.adapter in self.adapters]
+        if splits:
+            pick = (rng or random).choices([s.adapter for s in splits], weights=[s.weight for s in splits])[0]
+            return self.adapters[pick]
+        if task in self.cfg.defaults:
+            return self.get(self.cfg.defaults[task])
+        if task in self.adapters:
+            return self.adapters[task]
+        of_task = [a for a in self.adapters.values() if a.task == task]
+        if len(of_task) == 1:
+            return of_task[0]
+        if task in self.problems:
+            return self.get(task)  # raises: why the adapter named like the task is not there
+        raise Unavailable(f"no default {task} adapter: set defaults.{task} to one of: {', '.join(self.cfg.adapters)}")
