@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (see README):
-#   make demo   # set up .venv, then run the main job on the embedded default
+#   make demo   # set up .venv, start a local Ray cluster, submit the smoke sweeps as Ray jobs, serve the winners
 #   make test   # set up .venv, then run the tests
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +8,15 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench model clean
+.PHONY: setup cluster demo trial stop test bench bench-sweep model clean
+
+# The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
+# is the venv's. Ray 2.60's token authentication stays on: clients need RAY_AUTH_MODE=token (NOTES.md).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export RAY_AUTH_MODE := token
+DASHBOARD ?= http://127.0.0.1:8265
+SWEEP ?= configs/sweeps/sql_smoke.yaml
+CODE_SWEEP ?= configs/sweeps/code_smoke.yaml
 
 setup: $(VENV)/.installed
 
@@ -18,7 +26,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-demo: setup
+# A local Ray head (dashboard on 127.0.0.1:8265, token auth), unless one is already running.
+cluster: setup
+	ray status >/dev/null 2>&1 || ray start --head --dashboard-host 127.0.0.1 --dashboard-port 8265
+
+# The main job on the embedded default: the smoke sweeps (SQL, then code) submitted to the local cluster
+# as Ray jobs (their last lines name the best adapter, its metrics and the report), then the winners
+# served by Ray Serve and asked one question each. The cluster keeps running (dashboard); `make stop`.
+demo: cluster
+	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config $(SWEEP)
+	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config $(CODE_SWEEP)
+	$(PY) -m serving.demo --address $(DASHBOARD)
+
+stop:
+	ray stop
+
+trial: setup  # one QLoRA trial, no Ray (~10 minutes on 2 cores)
 	$(PY) -m shared.trial --config configs/sql_micro.yaml
 
 test: setup
@@ -26,6 +49,9 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+bench-sweep: setup  # ASHA + TPE vs grid vs random on the micro model (about 2 h on 2 cores)
+	$(PY) -m benchmarks.sweep_efficiency
 
 model: setup  # rebuild the embedded micro model (~30 min on 2 cores); the committed one is this build
 	$(PY) -m shared.micro --out shared/embedded/micro-llama --threads 2

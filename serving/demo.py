@@ -1,0 +1,102 @@
+"""The end of the main job: deploy the sweeps' best adapters and ask them something.
+
+    python -m serving.demo                 # after `make demo`'s sweeps: serve deploy serving/config.yaml, then
+                                           # one text-to-SQL and one code request, answers printed
+
+Deploys serving/config.yaml (adapters from <storage_path>/latest/<task>.json) with `serve deploy` onto the
+running cluster, waits for /healthz, sends a bundled dev example of each task that has an adapter (the
+schemas the micro model was tuned on: it does not generalize to others), and prints the answers, the
+endpoint and the dashboard. The app keeps running; `serve shutdown -y` or `make stop` ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from shared.config import DataConfig
+from shared.data.loaders import load_splits
+from shared.paths import REPO_ROOT
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, default=REPO_ROOT / "serving" / "config.yaml", help="Serve config to deploy")
+    ap.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
+                    help="the Ray dashboard (serve deploy goes through it)")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the app to come up")
+    args = ap.parse_args(argv)
+
+    serve_cfg = yaml.safe_load(args.config.read_text())
+    http = serve_cfg.get("http_options", {})
+    url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    serve = str(Path(sys.executable).with_name("serve"))
+    print(f"serve deploy {args.config} --address {args.address}", flush=True)
+    out = subprocess.run([serve, "deploy", str(args.config), "--address", args.address], env=env, text=True,
+                         capture_output=True)
+    if out.returncode:
+        print(out.stdout + out.stderr, file=sys.stderr)
+        return 1
+
+    deadline = time.time() + args.timeout
+    health: dict = {}
+    while time.time() < deadline:
+        try:
+            r = requests.get(f"{url}/healthz", timeout=5)
+            if r.status_code == 200:
+                health = r.json()
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    else:
+        status = subprocess.run([serve, "status", "--address", args.address], env=env, text=True, capture_output=True)
+        print(f"the app did not answer /healthz in {args.timeout:.0f} s:\n{status.stdout}", file=sys.stderr)
+        return 1
+
+    key = os.environ.get("QLORA_SERVE_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answered = 0
+    for task in ("sql", "code"):
+        if task not in health.get("adapters", []):
+            print(f"\n[{task}] no adapter: {health.get('unavailable', {}).get(task, 'not configured')}")
+            continue
+        example = load_splits(DataConfig(task=task, source="bundled"))["dev"][0]
+        if task == "sql":
+            route, body = "/v1/sql", {"question": example["question"], "schema": example["context"], "dialect": "postgres"}
+        else:
+            route, body = "/v1/code", {"instruction": example["instruction"], "input": example.get("input") or None}
+        start = time.perf_counter()
+        r = requests.post(url + route, json=body, headers=headers, timeout=120)
+        took = time.perf_counter() - start
+        print(f"\n[{task}] POST {url}{route}  ({r.status_code}, {took:.2f} s)")
+        print("request:  " + json.dumps(body)[:600])
+        if r.status_code != 200:
+            print("error:    " + r.text[:600])
+            continue
+        answer = r.json()
+        answered += 1
+        if task == "sql":
+            print(f"answer:   {answer['sql']}\nvalid:    {answer['valid']}{'' if answer['valid'] else ' - ' + answer['reason']}")
+            print(f"expected: {example['answer']}")
+        else:
+            print(f"answer:\n{answer['code']}\nvalid:    {answer['valid']}")
+        print(f"adapter:  {answer['adapter_id']}")
+
+    print(f"\nendpoint:  {url}  (OpenAPI docs: {url}/docs; OpenAI-compatible: {url}/v1)")
+    print(f"dashboard: {args.address}  (Serve tab: the app, its replicas and logs)")
+    print("stop:      serve shutdown -y   (or `make stop`: the whole local cluster)")
+    return 0 if answered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
