@@ -1,0 +1,309 @@
+"""Serving benchmark, in one run on a local Ray, HTTP on 127.0.0.1 only, bounded in time:
+
+    python -m benchmarks.serving                      # the micro model: ~10 min on 2 cores
+    python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 48 --json-out serve.json
+
+1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, dynamic batching (max_batch_size 16)
+   against none (max_batch_size 1), each on one model replica;
+2. Serve's overhead at batch 1: the same prompts through HTTP + Serve (/v1/completions, and /v1/sql with
+   its schema and SQL checks) against Engine.generate called directly in this process, one at a time,
+   with the replica's thread count;
+3. adapter swap against model reload, each until the new adapter answers over HTTP: the first request
+   naming a not-yet-loaded adapter against redeploying the model deployment with it (a new replica
+   process loads the base); in process also, Engine.add_adapter against a fresh Engine;
+4. replicas over time under a load ramp (1 client, then --ramp-clients, then none), autoscaling 1..2.
+
+Every request is a greedy /v1/sql request of --new-tokens tokens on a bundled dev example, so that
+batched and unbatched runs do the same work. The table goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+GOALS = {"batching_x16": 3.0, "serve_overhead": 0.10, "swap_vs_reload": 20.0}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--adapter", default=None,
+                    help="a SQL adapter folder of the micro model (default: ~/qlora-sweeps/latest/sql, else one "
+                    "trained here in ~1 minute)")
+    ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level (default 48)")
+    ap.add_argument("--new-tokens", type=int, default=32, help="max_tokens of every request (default 32)")
+    ap.add_argument("--direct", type=int, default=20, help="requests of the overhead comparison (default 20)")
+    ap.add_argument("--ramp-clients", type=int, default=8, help="clients at the top of the ramp (default 8)")
+    ap.add_argument("--ramp-s", type=float, default=45, help="seconds at the top of the ramp and after it (default 45)")
+    ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--json-out", type=Path)
+    return ap.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+def find_or_train_adapter(path: str | None) -> Path:
+    if path:
+        p = Path(path).expanduser().resolve()
+        return Path(json.loads(p.read_text())["adapter"]) if p.suffix == ".json" else p
+    latest = Path("~/qlora-sweeps/latest/sql.json").expanduser()
+    if latest.is_file():
+        return Path(json.loads(latest.read_text())["adapter"])
+    from shared.config import load_config
+    from shared.paths import REPO_ROOT
+    from shared.trial import run_trial
+
+    out = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    log(f"no adapter given and no sweep has run: training a 60-step one into {out} ...")
+    run_trial(load_config(REPO_ROOT / "configs/sql_micro.yaml", [
+        f"output.dir={out}", "output.name=sql", "train.max_steps=60", "train.max_time_s=null", "eval.splits=[dev]",
+        "eval.max_examples=8", "eval.baseline=false"]))
+    return out / "sql"
+
+
+def second_adapter(adapter: Path) -> Path:
+    """A copy under another folder: another model id, the same weights (what a swap loads)."""
+    import shutil
+
+    other = Path(tempfile.mkdtemp(prefix="serve-bench-b-")) / "sql-b"
+    shutil.copytree(adapter, other)
+    return other
+
+
+def examples(n: int) -> list[dict]:
+    from shared.config import DataConfig
+    from shared.data.loaders import load_splits
+
+    dev = load_splits(DataConfig(task="sql", source="bundled"))["dev"]
+    return [{"question": e["question"], "schema": e["context"]} for e in (dev * (n // len(dev) + 1))[:n]]
+
+
+def deploy(adapters: dict[str, Path], batch: int, min_replicas: int, max_replicas: int, name: str = "bench"):
+    from ray import serve
+
+    from serving.app import build_app
+
+    args = {"adapters": {k: str(v) for k, v in adapters.items()}, "defaults": {"sql": "sql"},
+            "batching": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01},
+            "limits": {"max_new_tokens": 256, "request_timeout_s": 600},
+            "model": {"max_ongoing_requests": 32, "max_queued_requests": 512, "resources": {"num_cpus": 1},
+                      "autoscaling": {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                                      "target_ongoing_requests": 2, "upscale_delay_s": 2, "downscale_delay_s": 10}}}
+    start = time.perf_counter()
+    serve.run(build_app(args), name=name, route_prefix="/")
+    return time.perf_counter() - start
+
+
+# -------------------------------------------------------------------------------------- measures
+
+
+def post(url: str, body: dict) -> tuple[int, float, int]:
+    import requests
+
+    start = time.perf_counter()
+    r = requests.post(url, json=body, timeout=600)
+    took = time.perf_counter() - start
+    tokens = r.json().get("usage", {}).get("completion_tokens", 0) if r.status_code == 200 else 0
+    return r.status_code, took, tokens
+
+
+def load_test(url: str, bodies: list[dict], clients: int) -> dict:
+    with ThreadPoolExecutor(clients) as pool:
+        start = time.perf_counter()
+        results = list(pool.map(lambda b: post(url, b), bodies))
+        wall = time.perf_counter() - start
+    lat = sorted(t for _, t, _ in results)
+    ok = sum(1 for s, _, _ in results if s == 200)
+    return {"clients": clients, "requests": len(bodies), "ok": ok, "wall_s": wall, "req_per_s": len(bodies) / wall,
+            "tokens_per_s": sum(n for _, _, n in results) / wall, "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99)}
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def replicas(app: str = "bench") -> int:
+    from ray import serve
+
+    st = serve.status().applications.get(app)
+    if not st:
+        return 0
+    dep = st.deployments.get("Generator")
+    return sum(n for state, n in (dep.replica_states or {}).items() if str(state).endswith("RUNNING")) if dep else 0
+
+
+def ramp(url: str, bodies: list[dict], top: int, phases) -> list[tuple[float, int, int]]:
+    """[(t, clients, running replicas)] sampled every second through the phases (clients, seconds)."""
+    stop = threading.Event()
+    clients = {"n": 0}
+    timeline: list[tuple[float, int, int]] = []
+
+    def client(i: int):
+        k = i
+        while not stop.is_set():
+            if i < clients["n"]:
+                post(url, bodies[k % len(bodies)])
+                k += top
+            else:
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(top)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    for n, seconds in phases:
+        clients["n"] = top if n is None else n
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            timeline.append((time.perf_counter() - start, clients["n"], replicas()))
+            time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    return timeline
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    adapter = find_or_train_adapter(args.adapter)
+    other = second_adapter(adapter)
+    log(f"adapter {adapter}")
+
+    import ray
+    from ray import serve
+
+    from serving.engine import Engine, Job
+    from shared.prompts import prompt_for
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    url = f"http://127.0.0.1:{args.port}/v1/sql"
+    bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.requests)]
+    prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in bodies[: args.direct]]
+    out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load": [], "adapter": str(adapter)}
+    try:
+        # 1. batched vs unbatched, one replica each
+        for batch in (16, 1):
+            log(f"deploying with max_batch_size {batch} ...")
+            deploy({"sql": adapter, "sql-b": other}, batch, 1, 1)
+            post(url, bodies[0])  # loads the adapter
+            for clients in (1, 4, 16):
+                n = args.requests if clients > 1 else max(8, args.requests // 4)
+                row = {"batch": batch, **load_test(url, bodies[:n], clients)}
+                log(f"  batch {batch:>2}  clients {clients:>2}: {row['req_per_s']:.2f} req/s, p50 {row['p50_s']:.2f} s")
+                out["load"].append(row)
+
+            if batch == 1:
+                # 2. Serve overhead at batch 1: the same prompts, one at a time, raw (/v1/completions) and
+                # through /v1/sql (its schema and SQL checks included)
+                comp = f"http://127.0.0.1:{args.port}/v1/completions"
+                http_raw = [post(comp, {"model": "sql", "prompt": p, "max_tokens": args.new_tokens, "temperature": 0})[1]
+                            for p in prompts]
+                http_sql = [post(url, b)[1] for b in bodies[: args.direct]]
+
+                # 3. swap: the first request naming a not-yet-loaded adapter, on the running replica
+                warm = [post(url, {**bodies[0], "adapter": "sql"})[1] for _ in range(3)]
+                swap_http = post(url, {**bodies[0], "adapter": "sql-b"})[1]
+
+        # 3. reload: a model deployment whose adapter changed restarts its replica (process, base, adapter);
+        # the time until the new one answers, against the swap above
+        start = time.perf_counter()
+        deploy({"sql": other}, 1, 1, 1)
+        status, _, _ = post(url, bodies[0])
+        reload_http = time.perf_counter() - start
+        assert status == 200
+        serve.delete("bench")
+
+        log("direct Engine.generate, 1 thread (the replica's) ...")
+        engine_start = time.perf_counter()
+        engine = Engine("embedded:micro-llama", threads=1)
+        engine.add_adapter("sql", adapter)
+        reload_s = time.perf_counter() - engine_start
+        engine.generate([Job("sql", prompts[0], args.new_tokens)])
+        direct = []
+        for p in prompts:
+            start = time.perf_counter()
+            engine.generate([Job("sql", p, args.new_tokens)])
+            direct.append(time.perf_counter() - start)
+        swaps = []
+        for i in range(5):
+            start = time.perf_counter()
+            engine.add_adapter(f"swap{i}", other)
+            swaps.append(time.perf_counter() - start)
+            engine.remove_adapter(f"swap{i}")
+        out |= {"direct_p50_s": statistics.median(direct), "http_raw_p50_s": statistics.median(http_raw),
+                "http_sql_p50_s": statistics.median(http_sql), "reload_s": reload_s, "swap_s": statistics.median(swaps),
+                "swap_http_s": swap_http, "loaded_http_s": statistics.median(warm), "reload_http_s": reload_http}
+        del engine
+
+        # 4. the ramp, autoscaling 1..2
+        log(f"deploying with autoscaling 1..2 for the ramp (1, {args.ramp_clients}, 0 clients) ...")
+        deploy({"sql": adapter}, 16, 1, 2)
+        post(url, bodies[0])
+        out["ramp"] = ramp(url, bodies, args.ramp_clients, ((1, 10), (None, args.ramp_s), (0, args.ramp_s + 20)))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    report(out)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def report(out: dict) -> None:
+    print(f"{'batch':>5} {'clients':>7} {'requests':>8} {'ok':>4} {'req/s':>7} {'tokens/s':>8} {'p50 s':>7} {'p99 s':>7}")
+    for r in out["load"]:
+        print(f"{r['batch']:>5} {r['clients']:>7} {r['requests']:>8} {r['ok']:>4} {r['req_per_s']:>7.2f} "
+              f"{r['tokens_per_s']:>8.1f} {r['p50_s']:>7.3f} {r['p99_s']:>7.3f}")
+    by = {(r["batch"], r["clients"]): r for r in out["load"]}
+    print()
+    for clients in (1, 4, 16):
+        b, u = by.get((16, clients)), by.get((1, clients))
+        if b and u:
+            print(f"batched / unbatched throughput at {clients:>2} clients: {b['req_per_s'] / u['req_per_s']:.2f}x")
+    x16 = by[(16, 16)]["req_per_s"] / by[(1, 16)]["req_per_s"]
+    overhead = out["http_raw_p50_s"] / out["direct_p50_s"] - 1
+    overhead_sql = out["http_sql_p50_s"] / out["direct_p50_s"] - 1
+    swap = out["reload_http_s"] / out["swap_http_s"]
+    print(f"\nServe overhead at batch 1 (p50 of {out['args']['direct']} requests): direct "
+          f"Engine.generate {out['direct_p50_s']:.3f} s; HTTP + Serve /v1/completions {out['http_raw_p50_s']:.3f} s "
+          f"({overhead:+.1%}); /v1/sql with its checks {out['http_sql_p50_s']:.3f} s ({overhead_sql:+.1%})")
+    print(f"adapter swap vs model reload, until the new adapter answers over HTTP: swap (first request on a new "
+          f"adapter) {out['swap_http_s']:.2f} s vs reload (model deployment redeployed) {out['reload_http_s']:.2f} s: "
+          f"{swap:.0f}x; a request on a loaded adapter {out['loaded_http_s']:.2f} s. In process: add_adapter "
+          f"{out['swap_s']:.3f} s vs a fresh Engine (base) + adapter {out['reload_s']:.2f} s")
+    reps = [r for _, _, r in out["ramp"]]
+    top = max(reps) if reps else 0
+    peak_at = reps.index(top) if reps else 0
+    back = bool(reps) and top >= 2 and min(reps[peak_at:]) == 1
+    line = "".join(str(r) for r in reps)
+    print(f"replicas over the ramp (one digit per second; clients 1, then top, then 0): {line}")
+    print(f"\ngoals: batching at 16 clients {x16:.2f}x (>= {GOALS['batching_x16']}x): {'met' if x16 >= 3 else 'NOT met'}; "
+          f"Serve overhead {overhead:+.1%} (<= 10%): {'met' if overhead <= 0.10 else 'NOT met'}; "
+          f"swap {swap:.0f}x (>= 20x): {'met' if swap >= 20 else 'NOT met'}; "
+          f"replicas 1 -> {top} -> {reps[-1] if reps else '-'}: {'met' if back else 'NOT met'}")
+    out["ratios"] = {"batching_x16": x16, "serve_overhead": overhead, "serve_overhead_sql": overhead_sql,
+                     "swap_vs_reload": swap,
+                     "replicas_peak": top, "replicas_end": reps[-1] if reps else None}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
