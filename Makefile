@@ -26,10 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# A local Ray head (dashboard on 127.0.0.1:8265, token auth), unless a dashboard already answers there.
+# A local Ray head (dashboard on 127.0.0.1:8265, token auth), unless a dashboard already answers there;
+# returns when jobs can be submitted.
 cluster: setup
-	$(PY) -c "import socket; socket.create_connection(('127.0.0.1', 8265), 3)" 2>/dev/null || \
-		ray start --head --dashboard-host 127.0.0.1 --dashboard-port 8265
+	$(PY) -m sweeps.local_cluster
 
 # The main job on the embedded default: the smoke sweeps (SQL, then code) submitted to the local cluster
 # as Ray jobs (their last lines name the best adapter, its metrics and the report), then the winners

@@ -91,7 +91,9 @@ def parse_args(argv=None):
     ap.add_argument("--address", default=None,
                     help="Ray cluster to run on (default: a new local Ray with --cpus CPUs, whatever else is running)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    ap.add_argument("--out", type=Path, default=None, help="folder of the runs and reports (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder of the runs and reports (default: a temporary one); the folder of an interrupted "
+                    "run resumes it, keeping its finished trials")
     ap.add_argument("--json-out", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     smoke = args.smoke
@@ -214,7 +216,14 @@ def run_method(method: str, args, cfg, p, storage: Path, budget_steps: int | Non
 
     space = discrete_space(args)
     name = method.replace("+", "-")
-    if method == "grid":
+    if (storage / name).is_dir() and tune.Tuner.can_restore(str(storage / name)):
+        # --out of a run whose process died: Tune keeps the finished trials, reruns the unfinished ones
+        from sweeps.run import trainable
+
+        print(f"restoring {storage / name}", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(str(storage / name), trainable=trainable(cfg, p.base), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=True)
+    elif method == "grid":
         tuner = fixed_tuner(cfg, p, name, storage, {k: tune.grid_search(v) for k, v in space.items()}, 1)
     elif method == "random":
         n = max(1, budget_steps // args.steps)
