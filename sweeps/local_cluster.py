@@ -29,12 +29,17 @@ def listening(port: int) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sweeps.local_cluster", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dashboard-port", type=int, default=8265)
-    ap.add_argument("--agent-port", type=int, default=52365, help="the dashboard agent's HTTP port (Ray's default)")
+    ap.add_argument("--agent-port", type=int, default=52365,
+                    help="the dashboard agent's HTTP port (Ray's default; a free one if another Ray holds it)")
     ap.add_argument("--timeout", type=float, default=180)
     args = ap.parse_args(argv)
     if listening(args.dashboard_port):
         print(f"a Ray dashboard already answers at http://127.0.0.1:{args.dashboard_port}")
         return 0
+    if listening(args.agent_port):  # another Ray on this machine (e.g. a ray.init() one) holds it
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.agent_port = sock.getsockname()[1]
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(args.dashboard_port),
