@@ -1,0 +1,40 @@
+"""benchmarks/serving.py's arithmetic and verdicts on synthetic figures (the run itself takes ~10 min)."""
+
+from benchmarks.serving import _pct, parse_args, report
+
+
+def _figures(ramp: list[int]) -> dict:
+    load = []
+    for batch, rps in ((16, (1.0, 3.0, 8.0)), (1, (1.0, 1.5, 2.0))):
+        for clients, r in zip((1, 4, 16), rps, strict=True):
+            load.append({"batch": batch, "clients": clients, "requests": 48, "ok": 48, "wall_s": 48 / r, "req_per_s": r,
+                         "tokens_per_s": 32 * r, "p50_s": 1.0, "p99_s": 2.0})
+    return {"args": {"direct": "20"}, "load": load, "direct_p50_s": 0.50, "http_raw_p50_s": 0.52, "http_sql_p50_s": 0.60,
+            "swap_http_s": 0.5, "loaded_http_s": 0.4, "reload_http_s": 15.0, "swap_s": 0.05, "reload_s": 1.0,
+            "ramp": [(float(i), 1, r) for i, r in enumerate(ramp)]}
+
+
+def test_report_computes_the_ratios_and_says_which_goals_are_met(capsys):
+    out = _figures([1, 1, 2, 2, 2, 1, 1])
+    report(out)
+    text = capsys.readouterr().out
+    r = out["ratios"]
+    assert r["batching_x16"] == 4.0 and abs(r["serve_overhead"] - 0.04) < 1e-9 and r["swap_vs_reload"] == 30.0
+    assert r["replicas_peak"] == 2 and r["replicas_end"] == 1
+    assert "batched / unbatched throughput at 16 clients: 4.00x" in text
+    assert "replicas 1 -> 2 -> 1: met" in text and "NOT met" not in text
+
+
+def test_a_ramp_that_never_scales_down_is_not_met(capsys):
+    out = _figures([1, 1, 2, 2, 2])
+    out["http_raw_p50_s"] = 0.6  # +20%
+    report(out)
+    text = capsys.readouterr().out
+    assert "replicas 1 -> 2 -> 2: NOT met" in text and "Serve overhead +20.0% (<= 10%): NOT met" in text
+
+
+def test_percentiles_and_defaults():
+    values = sorted(float(i) for i in range(1, 101))
+    assert _pct(values, 50) == 51.0 and _pct(values, 99) == 99.0 and _pct([3.0], 99) == 3.0
+    args = parse_args([])
+    assert args.requests == 48 and args.new_tokens == 32 and args.ramp_clients == 8
