@@ -229,6 +229,12 @@ async def _authorized(request: Request) -> None:
 AUTH = [Depends(_authorized)]
 
 
+def _job(adapter, prompt: str, max_new: int, req) -> dict:
+    """What the model deployment is asked: serving.engine.Job's fields, plus the adapter's folder."""
+    return {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_new_tokens": max_new,
+            "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed}
+
+
 def _usage(prompt_tokens: int, out: dict) -> Usage:
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=out["completion_tokens"],
                  total_tokens=prompt_tokens + out["completion_tokens"])
@@ -314,8 +320,7 @@ class Api:
         return n
 
     async def _run(self, adapter, prompt: str, max_new: int, req) -> dict:
-        job = {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_new_tokens": max_new,
-               "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed}
+        job = _job(adapter, prompt, max_new, req)
         call = self.generator.options(multiplexed_model_id=adapter.model_id).generate.remote(job)
         try:
             out = await asyncio.wait_for(call, timeout=self.cfg.limits.request_timeout_s)
@@ -441,8 +446,7 @@ class Api:
                 "usage": _usage(n, out).model_dump()}
 
     async def _sse(self, route, req, adapter, prompt, max_new, stops, rid, chat, start) -> AsyncIterator[str]:
-        job = {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_new_tokens": max_new,
-               "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed}
+        job = _job(adapter, prompt, max_new, req)
         obj = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
 
