@@ -187,6 +187,14 @@ def _alpha(spec) -> float:
     return spec.config["lora.rank"] * spec.config["lora.alpha_multiplier"]
 
 
+def fixed_param_space(args, method: str) -> dict:
+    """The grid's or the random search's param_space (also what Tuner.restore needs again: it holds a function)."""
+    from ray import tune
+
+    pick = tune.grid_search if method == "grid" else tune.choice
+    return {**{k: pick(v) for k, v in discrete_space(args).items()}, "lora.alpha": tune.sample_from(_alpha)}
+
+
 def fixed_tuner(cfg, p, name: str, storage: Path, param_space: dict, num_samples: int, seed: int | None = None):
     """Full-length trials of the sweep's trainable with no scheduler: the grid and the random search."""
     from ray import tune
@@ -196,7 +204,7 @@ def fixed_tuner(cfg, p, name: str, storage: Path, param_space: dict, num_samples
 
     return tune.Tuner(
         trainable(cfg, p.base),
-        param_space={**param_space, "lora.alpha": tune.sample_from(_alpha)},
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=num_samples, max_concurrent_trials=1, reuse_actors=False,
             search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=1),
@@ -214,20 +222,21 @@ def run_method(method: str, args, cfg, p, storage: Path, budget_steps: int | Non
 
     from sweeps.run import make_tuner
 
-    space = discrete_space(args)
     name = method.replace("+", "-")
     if (storage / name).is_dir() and tune.Tuner.can_restore(str(storage / name)):
         # --out of a run whose process died: Tune keeps the finished trials, reruns the unfinished ones
         from sweeps.run import trainable
 
         print(f"restoring {storage / name}", file=sys.stderr, flush=True)
-        tuner = tune.Tuner.restore(str(storage / name), trainable=trainable(cfg, p.base), resume_unfinished=True,
-                                   resume_errored=False, restart_errored=True)
+        tuner = tune.Tuner.restore(
+            str(storage / name), trainable=trainable(cfg, p.base), resume_unfinished=True, resume_errored=False,
+            restart_errored=True, param_space=None if method == "asha+tpe" else fixed_param_space(args, method),
+        )
     elif method == "grid":
-        tuner = fixed_tuner(cfg, p, name, storage, {k: tune.grid_search(v) for k, v in space.items()}, 1)
+        tuner = fixed_tuner(cfg, p, name, storage, fixed_param_space(args, method), 1)
     elif method == "random":
         n = max(1, budget_steps // args.steps)
-        tuner = fixed_tuner(cfg, p, name, storage, {k: tune.choice(v) for k, v in space.items()}, n, seed=args.seed)
+        tuner = fixed_tuner(cfg, p, name, storage, fixed_param_space(args, method), n, seed=args.seed)
     else:
         tuner = make_tuner(cfg, p, name, str(storage))  # the production sweep: OptunaSearch (TPE) + ASHA
     start = time.time()
