@@ -67,3 +67,16 @@ def test_smoke_run_prints_every_method(tiny_model_dir, tmp_path):
     table = run.stdout[run.stdout.rindex("\nmethod "):]  # Tune's own progress goes to stdout before it
     for method in results:
         assert table.count(f"\n{method} ") == 1, table
+
+
+def test_a_gap_of_exactly_the_goal_is_met(capsys):
+    from benchmarks.sweep_efficiency import print_table
+
+    rows = compare([
+        {"method": "grid", "trial_steps": 1920, "best_accuracy": 0.96, "best_eval_loss": 0.20, "accuracy_metric": "a",
+         "trials": 12, "cpu_s": 1.0, "wall_s": 1.0},
+        {"method": "asha+tpe", "trial_steps": 480, "best_accuracy": 0.94, "best_eval_loss": 0.21, "accuracy_metric": "a",
+         "trials": 6, "cpu_s": 1.0, "wall_s": 1.0},
+    ])
+    print_table(rows, parse_args([]))
+    assert "(goal >= -0.02): met" in capsys.readouterr().out
