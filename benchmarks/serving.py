@@ -47,6 +47,9 @@ def parse_args(argv=None):
     ap.add_argument("--direct", type=int, default=20, help="requests of the overhead comparison (default 20)")
     ap.add_argument("--ramp-clients", type=int, default=8, help="clients at the top of the ramp (default 8)")
     ap.add_argument("--ramp-s", type=float, default=45, help="seconds at the top of the ramp and after it (default 45)")
+    ap.add_argument("--replica-cpus", type=int, default=1,
+                    help="CPUs (= torch threads) of the one replica in the load and overhead rows, and of the direct "
+                    "Engine (default 1; the ramp's replicas have 1 each)")
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--json-out", type=Path)
     return ap.parse_args(argv)
@@ -91,7 +94,8 @@ def examples(n: int) -> list[dict]:
     return [{"question": e["question"], "schema": e["context"]} for e in (dev * (n // len(dev) + 1))[:n]]
 
 
-def deploy(adapters: dict[str, Path], batch: int, min_replicas: int, max_replicas: int, name: str = "bench"):
+def deploy(adapters: dict[str, Path], batch: int, min_replicas: int, max_replicas: int, name: str = "bench",
+           cpus: int = 1):
     from ray import serve
 
     from serving.app import build_app
@@ -99,7 +103,7 @@ def deploy(adapters: dict[str, Path], batch: int, min_replicas: int, max_replica
     args = {"adapters": {k: str(v) for k, v in adapters.items()}, "defaults": {"sql": "sql"},
             "batching": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01},
             "limits": {"max_new_tokens": 256, "request_timeout_s": 600},
-            "model": {"max_ongoing_requests": 32, "max_queued_requests": 512, "resources": {"num_cpus": 1},
+            "model": {"max_ongoing_requests": 32, "max_queued_requests": 512, "resources": {"num_cpus": cpus},
                       "autoscaling": {"min_replicas": min_replicas, "max_replicas": max_replicas,
                                       "target_ongoing_requests": 2, "upscale_delay_s": 2, "downscale_delay_s": 10}}}
     start = time.perf_counter()
@@ -203,7 +207,7 @@ def main(argv=None) -> int:
         # 1. batched vs unbatched, one replica each
         for batch in (16, 1):
             log(f"deploying with max_batch_size {batch} ...")
-            deploy({"sql": adapter, "sql-b": other}, batch, 1, 1)
+            deploy({"sql": adapter, "sql-b": other}, batch, 1, 1, cpus=args.replica_cpus)
             post(url, bodies[0])  # loads the adapter
             for clients in (1, 4, 16):
                 n = args.requests if clients > 1 else max(8, args.requests // 4)
@@ -226,15 +230,15 @@ def main(argv=None) -> int:
         # 3. reload: a model deployment whose adapter changed restarts its replica (process, base, adapter);
         # the time until the new one answers, against the swap above
         start = time.perf_counter()
-        deploy({"sql": other}, 1, 1, 1)
+        deploy({"sql": other}, 1, 1, 1, cpus=args.replica_cpus)
         status, _, _ = post(url, bodies[0])
         reload_http = time.perf_counter() - start
         assert status == 200
         serve.delete("bench")
 
-        log("direct Engine.generate, 1 thread (the replica's) ...")
+        log(f"direct Engine.generate, {args.replica_cpus} thread(s) (the replica's) ...")
         engine_start = time.perf_counter()
-        engine = Engine("embedded:micro-llama", threads=1)
+        engine = Engine("embedded:micro-llama", threads=args.replica_cpus)
         engine.add_adapter("sql", adapter)
         reload_s = time.perf_counter() - engine_start
         engine.generate([Job("sql", prompts[0], args.new_tokens)])
