@@ -5,10 +5,11 @@
     serve deploy serving/config.yaml                                       # onto a running cluster
 
 `Generator` loads the base once per replica in 4 bit and LoRA adapters by id (`@serve.multiplexed`, LRU);
-requests are batched (`@serve.batch`) across adapters. `Api` holds the routes and the HTTP schemas
+requests are batched continuously, across adapters: a request joins the running batch at the next decoding
+step and leaves it at its own end (serving/engine.py). `Api` holds the routes and the HTTP schemas
 (serving/schemas.py), resolves adapter names (serving/registry.py), applies the limits and turns every
-failure into one JSON error shape (serving/errors.py). Its user_config carries adapters/defaults/traffic,
-so `serve deploy` with a new split (a canary, a rollback) reconfigures it in place.
+failure into one JSON error shape (serving/errors.py). Its user_config carries adapters/defaults/traffic
+and limits, so `serve deploy` with a new split (a canary, a rollback) or new limits reconfigures it in place.
 """
 
 
@@ -47,17 +48,18 @@ RETRY_AFTER_S = "1"
 
 
 class Generator:
-    """One replica: the 4-bit base, adapters multiplexed by model id, batched generation."""
+    """One replica: the 4-bit base, adapters multiplexed by model id, continuous batching (serving/engine.py):
+    requests join and leave the running batch between decoding steps."""
 
     def __init__(self, base_model: str, threads: int, max_batch_size: int, batch_wait_timeout_s: float):
         from serving.engine import Engine
 
-        self.engine = Engine(base_model, threads=threads)
+        self.engine = Engine(base_model, threads=threads, max_batch_size=max_batch_size,
+                             batch_wait_s=batch_wait_timeout_s)
         self.paths: dict[str, str] = {}  # model id -> folder, told by the ingress with each request
-        self._batched.set_max_batch_size(max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.m_batch = metrics.Histogram("qlora_serve_batch_size", "Requests generated together",
+        self.m_batch = metrics.Histogram("qlora_serve_batch_size", "Rows in one forward pass (prefill or decode step)",
                                          boundaries=[1, 2, 4, 8, 16, 32, 64])
+        self.engine.on_step = self.m_batch.observe
         self.m_loads = metrics.Counter("qlora_serve_adapter_loads", "Adapters loaded into a replica", tag_keys=("adapter",))
         self.m_evictions = metrics.Counter("qlora_serve_adapter_evictions", "Adapters evicted (LRU)", tag_keys=("adapter",))
         self.m_load_s = metrics.Histogram("qlora_serve_adapter_load_seconds", "Time to load an adapter",
@@ -72,52 +74,49 @@ class Generator:
         self.m_load_s.observe(info.load_s)
         return _Loaded(self, model_id)
 
-    async def _ensure(self, model_id: str, path: str) -> None:
-        self.paths[model_id] = path
-        await self.load(model_id)
-
-    async def generate(self, job: dict) -> dict:
-        await self._ensure(job["adapter"], job.pop("path"))
-        return await self._batched(job)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _batched(self, jobs: list[dict]) -> list[dict]:
+    async def _submit(self, job: dict, ready: asyncio.Event, every_token: bool):
+        """The job into the engine's batch; ready is set (on this loop) as it progresses."""
         from serving.engine import Job
 
-        self.m_batch.observe(len(jobs))
-        for _ in range(3):  # an adapter evicted between its load and this batch is loaded again
-            missing = {j["adapter"] for j in jobs} - set(self.engine.adapters)
-            for model_id in missing:
-                await self.load(model_id)
+        model_id = job["adapter"]
+        self.paths[model_id] = job.pop("path")
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # an adapter evicted between its load and the submit is loaded again
+            await self.load(model_id)
             try:
-                outs = await asyncio.to_thread(self.engine.generate, [Job(**j) for j in jobs])
-                return [o.__dict__ for o in outs]
+                return self.engine.submit(Job(**job), notify=lambda: loop.call_soon_threadsafe(ready.set),
+                                          every_token=every_token)
             except KeyError:
                 continue
-        raise RuntimeError("adapters kept being evicted under this batch; raise max_adapters_per_replica")
+        raise RuntimeError("adapters kept being evicted under this request; raise max_adapters_per_replica")
+
+    async def generate(self, job: dict) -> dict:
+        ready = asyncio.Event()
+        ticket = await self._submit(job, ready, every_token=False)
+        try:
+            while not ticket.done:
+                await ready.wait()
+                ready.clear()
+            return ticket.result().__dict__
+        finally:
+            ticket.cancel()  # a call cancelled by its caller (timeout, disconnect) frees its row; no-op once done
 
     async def stream(self, job: dict) -> AsyncIterator[str]:
-        from serving.engine import Job
-
-        await self._ensure(job["adapter"], job.pop("path"))
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-
-        def pump():
-            try:
-                for piece in self.engine.stream(Job(**job)):
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-            except BaseException as e:  # handed to the reader
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        task = loop.run_in_executor(None, pump)
-        while (item := await queue.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        await task
+        ready = asyncio.Event()
+        ticket = await self._submit(job, ready, every_token=True)
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                done = ticket.done
+                piece = ticket.new_text()
+                if piece:
+                    yield piece
+                if done:
+                    ticket.result()  # raises the row's error, if any
+                    return
+        finally:
+            ticket.cancel()
 
     def count_tokens(self, prompt: str) -> int:
         return self.engine.count_tokens(prompt)
@@ -246,9 +245,18 @@ def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:at], True) if at >= 0 else (text, False)
 
 
+def _over(args: dict, user_config: dict) -> dict:
+    """The ingress's user_config over the app's args: limits key by key, the other keys whole."""
+    out = {**args, **user_config}
+    if "limits" in user_config:
+        out["limits"] = {**args.get("limits", {}), **user_config["limits"]}
+    return out
+
+
 @serve.ingress(api)
 class Api:
     def __init__(self, generator: DeploymentHandle, cfg: dict, key_hash: str | None):
+        self.args = cfg
         self.cfg = AppConfig.model_validate(cfg)
         self.generator = generator
         self.registry = Registry(self.cfg)
@@ -266,9 +274,11 @@ class Api:
                                             tag_keys=("adapter",))
 
     def reconfigure(self, user_config: dict) -> None:
-        """serve deploy with a new user_config: adapters, defaults, traffic (canary, rollback), in place."""
-        self.cfg = AppConfig.model_validate({**self.cfg.model_dump(), **user_config})
+        """serve deploy with a new user_config, in place: adapters, defaults, traffic (a canary, a rollback)
+        and limits, over the app's args (what the user_config leaves out goes back to the args' value)."""
+        self.cfg = AppConfig.model_validate(_over(self.args, user_config))
         self.registry = Registry(self.cfg)
+        _LIMITS["max_body_bytes"] = self.cfg.limits.max_body_bytes
 
     def _start_polling(self) -> None:
         if self._poll is None or self._poll.done():

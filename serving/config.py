@@ -49,8 +49,10 @@ class Limits(_Section):
 
 
 class Batching(_Section):
-    max_batch_size: int = Field(8, gt=0)  # requests generated together in one forward pass (@serve.batch)
-    batch_wait_timeout_s: float = Field(0.02, ge=0)  # how long the first request waits for company
+    # Continuous batching: up to max_batch_size requests decode together; a request joins at the next
+    # step and leaves at its own end. 1: one request at a time (no batching).
+    max_batch_size: int = Field(16, gt=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)  # an idle replica's first request waits this long for company
 
 
 class Autoscaling(_Section):

@@ -1,21 +1,31 @@
-"""The model side of serving, without Ray: one 4-bit base, LoRA adapters loaded by folder, batched and
-streamed generation. serving/app.py wraps it in a Serve deployment; tests and benchmarks call it directly.
+"""The model side of serving, without Ray: one 4-bit base, LoRA adapters loaded by folder, and
+continuous batching. serving/app.py wraps it in a Serve deployment; tests and benchmarks call it directly.
 
-    engine = Engine(base_model="embedded:micro-llama")
+    engine = Engine(base_model="embedded:micro-llama", max_batch_size=16)
     info = engine.add_adapter("sql@1a2b", "/path/to/best_adapter")   # reads card.json: task, prompt version
     [out] = engine.generate([Job("sql@1a2b", prompt)])                 # Job per request, any mix of adapters
+    ticket = engine.submit(Job(...), notify=callback)                  # from any thread; ticket.result()
 
-A batch may mix adapters: PEFT runs each row through its own LoRA weights (`adapter_names`), so one
-forward pass serves the SQL and the code adapter together. Rows are grouped only by how they decode
-(greedy, or sampled with a temperature/top_p/seed). An adapter is refused unless it was trained on this
-very base (name and, for the embedded model, the weights' sha256) with a prompt version this code renders.
+Generation is batched per decoding step, not per request (iteration-level, "continuous" batching): one
+thread owns the model and runs a loop over the rows in flight. Before every step, waiting requests are
+prefilled together and their KV cache is joined to the running rows' (left-padded to a common length);
+after it, rows that hit end-of-text or their max_new_tokens leave at once and their callers are answered.
+So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
+drain; a static batch (`generate` of Hugging Face over a fixed batch) runs as long as its longest row.
+
+A batch may mix adapters: PEFT runs each row through its own LoRA weights (`adapter_names`); a batch of
+one adapter runs it as the active adapter, without that per-row split. Rows decode greedily or sampled
+(temperature, top_p, and a seed of their own). An adapter is refused unless it was trained on this very
+base (name and, for the embedded model, the weights' sha256) with a prompt version this code renders. An
+adapter removed while rows still use it leaves when they finish.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,13 +52,7 @@ class Job:
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
-    seed: int | None = None
-
-    def decoding(self) -> tuple:
-        """Rows of one batch must decode alike; a seeded row decodes alone (its seed is the whole RNG)."""
-        if self.temperature <= 0:
-            return ("greedy",)
-        return ("sample", self.temperature, self.top_p, self.seed if self.seed is not None else id(self))
+    seed: int | None = None  # a sampled row's own RNG: the same seed gives the same text, whatever the batch
 
 
 @dataclass
@@ -63,13 +67,84 @@ class AdapterMismatch(ConfigError):
     """The adapter was trained on another base, or with a prompt version this code does not render."""
 
 
+class Cancelled(Exception):
+    """The ticket was cancelled before it finished."""
+
+
+class Ticket:
+    """One request in the engine: its tokens so far, and its end. Written by the engine's loop thread only."""
+
+    def __init__(self, engine: Engine, job: Job, ids: list[int], notify: Callable[[], None] | None, every_token: bool):
+        self.engine, self.job, self.ids = engine, job, ids
+        self.tokens: list[int] = []  # generated, end-of-text excluded
+        self.finish: str | None = None  # "stop" or "length" once done
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.pos = len(ids)  # position of the next token fed to the model
+        self.rng = None  # torch.Generator of a seeded sampled row
+        self._notify, self._every_token = notify, every_token
+        self._done = threading.Event()
+        self._sent = ""  # text handed out by new_text()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Drops the row at the engine's next step (a caller gone, a timeout); no-op once done."""
+        if not self.done:
+            self.cancelled = True
+            self.engine._wake()
+
+    def wait(self, timeout: float | None = None) -> Output:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"generation not done after {timeout} s")
+        return self.result()
+
+    def result(self) -> Output:
+        if self.error is not None:
+            raise self.error
+        if self.cancelled and self.finish is None:
+            raise Cancelled("cancelled")
+        tokens = list(self.tokens)
+        return Output(self.engine.decode(tokens), len(self.ids), len(tokens), self.finish or "length")
+
+    def new_text(self) -> str:
+        """The text generated since the last call ("" if none yet). A piece that ends inside a character
+        (an incomplete byte sequence) is held back until the character is whole."""
+        text = self.engine.decode(list(self.tokens))
+        if not text.startswith(self._sent) or (text.endswith("\ufffd") and not self.done):
+            return ""
+        piece, self._sent = text[len(self._sent):], text
+        return piece
+
+    # ------------------------------------------------------------------------- loop thread only
+    def _token(self, token: int, eos: int | None, max_positions: int | None) -> None:
+        if token == eos:
+            self.finish = "stop"
+        else:
+            self.tokens.append(token)
+            self.pos += 1
+            if len(self.tokens) >= self.job.max_new_tokens or (max_positions and self.pos >= max_positions):
+                self.finish = "length"
+        if self._every_token and self.finish is None and self._notify:
+            self._notify()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        self.error = self.error or error
+        self._done.set()
+        if self._notify:
+            self._notify()
+
+
 class Engine:
     def __init__(self, base_model: str | ModelConfig, quantization: QuantizationConfig | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, max_batch_size: int = 16, batch_wait_s: float = 0.0):
         import torch
 
         from shared.models import load_base, load_tokenizer
 
+        self.threads = threads
         if threads:
             torch.set_num_threads(threads)
         self.model_cfg = base_model if isinstance(base_model, ModelConfig) else ModelConfig(name_or_path=base_model)
@@ -81,7 +156,21 @@ class Engine:
         self.identity = base_identity(TrialConfig.model_validate({"model": self.model_cfg.model_dump(), "data": {"task": "sql"}}))
         self.model = None  # the PeftModel, once the first adapter is added
         self.adapters: dict[str, AdapterInfo] = {}
-        self.lock = threading.Lock()  # one generate at a time on this replica's model
+        self.max_batch_size = max_batch_size  # rows in flight at once (1: one request at a time)
+        self.batch_wait_s = batch_wait_s  # an idle engine's first request waits this long for company
+        self.on_step: Callable[[int], None] | None = None  # told the rows of every forward pass (metrics)
+        self.lock = threading.Lock()  # the model: a forward pass, or adding/removing an adapter
+        self._cv = threading.Condition()  # the queue, pins and retiring adapters
+        self._queue: deque[Ticket] = deque()
+        self._pins: Counter[str] = Counter()  # adapter -> tickets submitted and not yet ended
+        self._retiring: dict[str, AdapterInfo] = {}  # removed while pinned; deleted when unpinned
+        self._rows: list[Ticket] = []  # in flight (loop thread only), in the KV cache's row order
+        self._cache = None
+        self._mask = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        cfg = self.base.config
+        self._max_positions = getattr(cfg, "max_position_embeddings", None)
 
     # ------------------------------------------------------------------------------------- adapters
 
@@ -104,8 +193,12 @@ class Engine:
         start = time.perf_counter()
         card, cfg = self.check(path)
         with self.lock:
-            if adapter_id in self.adapters:
-                return self.adapters[adapter_id]
+            with self._cv:
+                if adapter_id in self.adapters:
+                    return self.adapters[adapter_id]
+                if adapter_id in self._retiring:  # removed, but still in use: its weights never left
+                    self.adapters[adapter_id] = self._retiring.pop(adapter_id)
+                    return self.adapters[adapter_id]
             if self.model is None:
                 self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=adapter_id)
             else:
@@ -113,19 +206,31 @@ class Engine:
             self.model.eval()
             info = AdapterInfo(adapter_id, str(path), cfg.data.task, card["prompt_version"],
                                cfg.model.name_or_path, card, time.perf_counter() - start)
-            self.adapters[adapter_id] = info
+            with self._cv:
+                self.adapters[adapter_id] = info
         return info
 
     def remove_adapter(self, adapter_id: str) -> None:
+        """New requests for it fail at once; rows in flight on it finish first, then its weights go."""
         with self.lock:
-            if adapter_id not in self.adapters:
-                return
-            del self.adapters[adapter_id]
-            if self.adapters:
-                if adapter_id in self.model.active_adapters:
-                    self.model.set_adapter(next(iter(self.adapters)))
-                self.model.delete_adapter(adapter_id)
-            # The last adapter stays in the PeftModel (PEFT keeps one); it is unreachable by id.
+            with self._cv:
+                info = self.adapters.pop(adapter_id, None)
+                if info is None:
+                    return
+                if self._pins[adapter_id]:
+                    self._retiring[adapter_id] = info
+                    return
+            self._delete(adapter_id)
+
+    def _delete(self, adapter_id: str) -> None:
+        """PEFT side of a removal (self.lock held)."""
+        if adapter_id not in self.model.peft_config:
+            return
+        if len(self.model.peft_config) > 1:
+            if adapter_id in self.model.active_adapters:
+                self.model.set_adapter(next(a for a in self.model.peft_config if a != adapter_id))
+            self.model.delete_adapter(adapter_id)
+        # The last adapter stays in the PeftModel (PEFT keeps one); it is unreachable by id.
 
     # ---------------------------------------------------------------------------------- generation
 
@@ -139,90 +244,218 @@ class Engine:
     def count_tokens(self, prompt: str) -> int:
         return len(self._encode(prompt))
 
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
     def _encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         bos = self.tokenizer.bos_token_id
         return [bos] + ids if bos is not None else ids
 
+    def submit(self, job: Job, notify: Callable[[], None] | None = None, every_token: bool = False) -> Ticket:
+        """Queues one request; returns at once. notify() is called from the loop thread when the ticket
+        ends, and after every token too with every_token. KeyError for an adapter not loaded."""
+        ticket = Ticket(self, job, self._encode(job.prompt), notify, every_token)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("engine closed")
+            if job.adapter not in self.adapters:
+                raise KeyError(f"adapter not loaded: {job.adapter}")
+            self._pins[job.adapter] += 1
+            self._queue.append(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return ticket
+
     def generate(self, jobs: list[Job]) -> list[Output]:
-        """One output per job, in order. Jobs that decode alike share forward passes."""
+        """One output per job, in order, batched with each other and with whatever else is in flight."""
         unknown = {j.adapter for j in jobs} - set(self.adapters)
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
-        outputs: list[Output | None] = [None] * len(jobs)
-        groups: dict[tuple, list[int]] = {}
-        for i, j in enumerate(jobs):
-            groups.setdefault(j.decoding(), []).append(i)
-        for idx in groups.values():
-            for i, out in zip(idx, self._generate_group([jobs[i] for i in idx]), strict=True):
-                outputs[i] = out
-        return outputs  # type: ignore[return-value]
-
-    def _generate_group(self, jobs: list[Job]) -> list[Output]:
-        import torch
-
-        enc = [self._encode(j.prompt) for j in jobs]
-        width = max(map(len, enc))
-        pad = self.tokenizer.pad_token_id
-        device = self.base.device
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
-        first = jobs[0]
-        kwargs = dict(do_sample=first.temperature > 0)
-        if first.temperature > 0:
-            kwargs.update(temperature=first.temperature, top_p=first.top_p)
-        longest = max(j.max_new_tokens for j in jobs)
-        with self.lock, torch.no_grad():
-            if first.temperature > 0 and first.seed is not None:
-                torch.manual_seed(first.seed)
-            gen = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=longest, pad_token_id=pad,
-                eos_token_id=self.tokenizer.eos_token_id, adapter_names=[j.adapter for j in jobs], **kwargs,
-            )
-        out = []
-        eos = self.tokenizer.eos_token_id
-        for j, e, row in zip(jobs, enc, gen[:, width:].tolist(), strict=True):
-            row = row[: j.max_new_tokens]
-            stop = eos in row
-            if stop:
-                row = row[: row.index(eos)]
-            out.append(Output(self.tokenizer.decode(row, skip_special_tokens=True), len(e), len(row),
-                              "stop" if stop else "length"))
-        return out
+        tickets = [self.submit(j) for j in jobs]
+        return [t.wait() for t in tickets]
 
     def stream(self, job: Job) -> Iterator[str]:
-        """Text pieces as they are generated (one request; holds this replica's model until done)."""
+        """Text pieces as they are generated; closing the iterator early cancels the request."""
+        ready = threading.Event()
+        ticket = self.submit(job, notify=ready.set, every_token=True)
+        try:
+            while True:
+                ready.wait()
+                ready.clear()
+                done = ticket.done
+                piece = ticket.new_text()
+                if piece:
+                    yield piece
+                if done:
+                    ticket.result()  # raises the row's error, if any
+                    return
+        finally:
+            ticket.cancel()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    # ------------------------------------------------------------------------------ the loop thread
+
+    def _loop(self) -> None:
         import torch
-        from transformers import TextIteratorStreamer
 
-        if job.adapter not in self.adapters:
-            raise KeyError(f"adapter not loaded: {job.adapter}")
-        enc = self._encode(job.prompt)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(do_sample=job.temperature > 0)
-        if job.temperature > 0:
-            kwargs.update(temperature=job.temperature, top_p=job.top_p)
-        errors: list[BaseException] = []
-
-        def run():
+        if self.threads:
+            torch.set_num_threads(self.threads)  # intra-op threads are per thread
+        while True:
+            with self._cv:
+                while not self._queue and not self._rows and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    break
+                if not self._rows and self.batch_wait_s and len(self._queue) < self.max_batch_size:
+                    self._cv.wait(self.batch_wait_s)
+                new = []
+                while self._queue and len(self._rows) + len(new) < self.max_batch_size:
+                    t = self._queue.popleft()
+                    if t.cancelled or t.job.max_new_tokens <= 0:
+                        self._end(t)
+                    else:
+                        new.append(t)
             try:
-                with self.lock, torch.no_grad():
-                    if job.temperature > 0 and job.seed is not None:
-                        torch.manual_seed(job.seed)
-                    self.model.generate(
-                        input_ids=torch.tensor([enc], device=self.base.device), max_new_tokens=job.max_new_tokens,
-                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                        adapter_names=[job.adapter], streamer=streamer, **kwargs,
-                    )
-            except BaseException as e:  # surfaced to the reader below, after the streamer ends
-                errors.append(e)
-                streamer.end()
+                if new:
+                    self._prefill(new)
+                self._drop_finished()
+                if self._rows:
+                    self._step()
+                    self._drop_finished()
+            except Exception as e:  # a failed pass fails the rows in it, not the engine
+                for t in [*self._rows, *(t for t in new if t not in self._rows)]:
+                    self._end(t, e)
+                self._rows, self._cache, self._mask = [], None, None
+        for t in [*self._rows, *self._queue]:
+            self._end(t, RuntimeError("engine closed"))
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
-        if errors:
-            raise errors[0]
+    def _forward(self, rows: list[Ticket], **inputs):
+        import torch
+
+        names = [t.job.adapter for t in rows]
+        with self.lock, torch.no_grad():
+            extra = {}
+            if len(set(names)) > 1:
+                extra["adapter_names"] = names
+            elif names[0] not in self.model.active_adapters:
+                self.model.set_adapter(names[0])
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1, **extra)
+        if self.on_step:
+            self.on_step(len(rows))
+        return out.logits[:, -1, :]
+
+    def _prefill(self, new: list[Ticket]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        device = self.base.device
+        width = max(len(t.ids) for t in new)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(t.ids)) + t.ids for t in new], device=device)
+        mask = torch.tensor([[0] * (width - len(t.ids)) + [1] * len(t.ids) for t in new], device=device)
+        cache = DynamicCache()
+        logits = self._forward(new, input_ids=ids, attention_mask=mask,
+                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0), cache=cache)
+        for t in new:
+            if t.job.temperature > 0 and t.job.seed is not None:
+                t.rng = torch.Generator(device=device).manual_seed(t.job.seed)
+        self._take(new, logits)
+        self._join(cache, mask)
+        self._rows.extend(new)
+
+    def _step(self) -> None:
+        import torch
+
+        device = self.base.device
+        rows = self._rows
+        ids = torch.tensor([[t.tokens[-1]] for t in rows], device=device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], dim=1)
+        logits = self._forward(rows, input_ids=ids, attention_mask=self._mask,
+                               position_ids=torch.tensor([[t.pos - 1] for t in rows], device=device),
+                               cache=self._cache)
+        self._take(rows, logits)
+
+    def _take(self, rows: list[Ticket], logits) -> None:
+        """Picks each row's next token: argmax, or sampled with its temperature and top_p."""
+        import torch
+
+        greedy = logits.argmax(-1).tolist()
+        eos = self.tokenizer.eos_token_id
+        for i, t in enumerate(rows):
+            if t.finish is not None:
+                continue
+            token = greedy[i]
+            if t.job.temperature > 0:
+                probs = torch.softmax(logits[i].float() / t.job.temperature, dim=-1)
+                if t.job.top_p < 1:
+                    sorted_p, order = probs.sort(descending=True)
+                    outside = sorted_p.cumsum(0) - sorted_p > t.job.top_p  # keep the smallest set reaching top_p
+                    sorted_p[outside] = 0
+                    probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+                token = int(torch.multinomial(probs, 1, generator=t.rng))
+            t._token(token, eos, self._max_positions)
+
+    def _join(self, cache, mask) -> None:
+        """Adds freshly prefilled rows to the running ones: both left-padded to one length, then stacked."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._cache is None:
+            self._cache, self._mask = cache, mask
+            return
+        mine, theirs = self._mask.shape[1], mask.shape[1]
+        grow_mine, grow_theirs = max(0, theirs - mine), max(0, mine - theirs)
+        for a, b in zip(self._cache.layers, cache.layers, strict=True):
+            a.keys = torch.cat([F.pad(a.keys, (0, 0, grow_mine, 0)), F.pad(b.keys, (0, 0, grow_theirs, 0))])
+            a.values = torch.cat([F.pad(a.values, (0, 0, grow_mine, 0)), F.pad(b.values, (0, 0, grow_theirs, 0))])
+        self._mask = torch.cat([F.pad(self._mask, (grow_mine, 0)), F.pad(mask, (grow_theirs, 0))])
+
+    def _drop_finished(self) -> None:
+        """Rows that are done or cancelled leave the batch (and the cache); their callers are told."""
+        import torch
+
+        keep = [i for i, t in enumerate(self._rows) if t.finish is None and not t.cancelled]
+        if len(keep) == len(self._rows):
+            return
+        gone = [t for i, t in enumerate(self._rows) if i not in set(keep)]
+        self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            self._cache = self._mask = None
+        else:
+            idx = torch.tensor(keep, device=self._mask.device)
+            mask = self._mask[idx]
+            first = int(mask.any(0).nonzero()[0])  # columns that are padding in every remaining row go
+            self._mask = mask[:, first:]
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[idx, :, first:]
+                layer.values = layer.values[idx, :, first:]
+        for t in gone:
+            self._end(t)
+
+    def _end(self, ticket: Ticket, error: BaseException | None = None) -> None:
+        """A ticket leaves the engine: answered, unpinned, and its adapter deleted if it was retiring."""
+        adapter = ticket.job.adapter
+        with self._cv:
+            self._pins[adapter] -= 1
+            retire = self._pins[adapter] <= 0 and adapter in self._retiring
+            if self._pins[adapter] <= 0:
+                del self._pins[adapter]
+        ticket._end(error)
+        if retire:
+            with self.lock:
+                with self._cv:
+                    if self._pins[adapter] or adapter not in self._retiring:
+                        return
+                    del self._retiring[adapter]
+                self._delete(adapter)

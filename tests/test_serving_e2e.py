@@ -60,7 +60,8 @@ def _point_latest(storage: Path, task: str, adapter: Path) -> None:
     tmp.replace(storage / "latest" / f"{task}.json")
 
 
-def _config(port: int, storage: Path, adapters: dict[str, Path], traffic: dict | None = None) -> dict:
+def _config(port: int, storage: Path, adapters: dict[str, Path], traffic: dict | None = None,
+            api: dict | None = None) -> dict:
     """serving/config.yaml with the test's adapters; traffic goes where a canary goes, the ingress's
     user_config in `deployments:`, so that redeploying it reconfigures the ingress and restarts nothing."""
     cfg = yaml.safe_load((REPO / "serving" / "config.yaml").read_text())
@@ -75,8 +76,9 @@ def _config(port: int, storage: Path, adapters: dict[str, Path], traffic: dict |
     args["model"].update({"max_ongoing_requests": 2, "max_queued_requests": 2,
                           "autoscaling": {"min_replicas": 1, "max_replicas": 1}})
     args["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}
-    if traffic is not None:
-        cfg["applications"][0]["deployments"] = [{"name": "Api", "user_config": {"traffic": traffic}}]
+    user_config = {**({"traffic": traffic} if traffic is not None else {}), **(api or {})}
+    if user_config:
+        cfg["applications"][0]["deployments"] = [{"name": "Api", "user_config": user_config}]
     return cfg
 
 
@@ -94,8 +96,8 @@ def served(tiny_model_dir, adapters, tmp_path_factory):
             port = _free_port()
             path = Path(cluster["temp"]) / "serve.yaml"
 
-            def deploy(traffic=None):
-                path.write_text(yaml.safe_dump(_config(port, storage, adapters, traffic)))
+            def deploy(traffic=None, api=None):
+                path.write_text(yaml.safe_dump(_config(port, storage, adapters, traffic, api)))
                 out = subprocess.run([SERVE, "deploy", str(path), "--address", cluster["dashboard"]], env=pass_env,
                                      cwd=REPO, capture_output=True, text=True, timeout=120)
                 assert out.returncode == 0, out.stdout + out.stderr
@@ -307,6 +309,27 @@ def test_a_canary_split_and_a_rollback_by_redeploying_traffic(served):
         time.sleep(1)
     assert set(names) == {"sql"}
     assert _generator_pids(served) == pids  # the model replica kept running through both deploys
+
+
+def test_a_generation_past_the_request_timeout_gets_504_and_the_replica_goes_on(served):
+    """A shorter timeout through the ingress's user_config (in place), then back to the config's."""
+    pids = _generator_pids(served)
+    slow = {"instruction": "Write a long function.", "max_tokens": 48}
+    served["deploy"](api={"limits": {"request_timeout_s": 0.05}})
+    try:
+        deadline = time.time() + 60
+        while (r := _post(served, "/v1/code", slow)).status_code != 504 and time.time() < deadline:
+            time.sleep(1)  # until the ingress is reconfigured
+        assert r.status_code == 504, r.text
+        err = _error_shape(r)
+        assert err["type"] == "timeout_error" and err["code"] == "timeout" and "0.05 s" in err["message"]
+    finally:
+        served["deploy"]()
+    deadline = time.time() + 60
+    while (r := _post(served, "/v1/code", slow)).status_code != 200 and time.time() < deadline:
+        time.sleep(1)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+    assert _generator_pids(served) == pids  # reconfigured in place: the model replica kept running
 
 
 # ----------------------------------------------------------------------------------- back-pressure

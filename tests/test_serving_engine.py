@@ -93,3 +93,200 @@ def test_an_adapter_of_another_base_is_refused(engine, two_adapters, tmp_path):
     with pytest.raises(AdapterMismatch, match="other weights"):
         engine.add_adapter("other", other)
     assert "other" not in engine.adapters
+
+
+# --------------------------------------------------------------------------- continuous batching
+# On the committed micro model: a pretrained model whose text depends on every position and pad (the tiny
+# smoke model repeats one word, which would hide a wrong position or a misaligned KV cache).
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """An Engine on the embedded micro model with two 2-step SQL adapters ("m1", and "m2" of another seed)."""
+    from serving.engine import Engine
+    from shared.config import QuantizationConfig, load_config
+    from shared.trial import run_trial
+
+    out = tmp_path_factory.mktemp("micro")
+    for name, seed in (("m1", 0), ("m2", 1)):
+        run_trial(load_config(REPO / "configs/sql_micro_smoke.yaml", [
+            f"output.dir={out}", f"output.name={name}", "train.max_steps=2", f"train.seed={seed}",
+            "train.learning_rate=1e-2", "eval.max_examples=2", "eval.baseline=false"]))
+    # float32 compute: bfloat16 rounds differently for different batch shapes, which can flip a near tie
+    # between two tokens; in float32 a row's text alone and in any batch are exactly the same.
+    engine = Engine("embedded:micro-llama", QuantizationConfig(compute_dtype="float32"), threads=2)
+    engine.add_adapter("m1", out / "m1")
+    engine.add_adapter("m2", out / "m2")
+    yield engine
+    engine.close()
+
+
+def _prompts(engine, n: int) -> list[str]:
+    """SQL prompts of growing length, so that joined rows are padded both ways."""
+    cols = ["id INTEGER", "name TEXT", "age INTEGER", "city TEXT", "country TEXT", "salary REAL", "team TEXT"]
+    return [engine.render("m1", {"question": f"What is the name of the oldest person in {c.split()[0]} number {i}?",
+                                 "context": f"CREATE TABLE people ({', '.join(cols[: 2 + i])})"})
+            for i, c in enumerate(cols[:n])]
+
+
+class _Logits:
+    """Records every row's next-token logits, pass by pass (wraps the engine's forward; changes nothing)."""
+
+    def __init__(self, engine):
+        self.engine, self.by_ticket = engine, {}
+
+    def __enter__(self):
+        forward = self.engine._forward
+
+        def recording(rows, **inputs):
+            logits = forward(rows, **inputs)
+            for t, row in zip(rows, logits, strict=True):
+                if t.finish is None:  # still decoding: these logits pick its next token
+                    self.by_ticket.setdefault(id(t), []).append(row.float().clone())
+            return logits
+
+        self.engine._forward = recording
+        return self
+
+    def __exit__(self, *exc):
+        del self.engine._forward
+
+    def of(self, ticket):
+        import torch
+
+        return torch.stack(self.by_ticket[id(ticket)])
+
+
+def test_greedy_logits_and_text_are_hugging_face_generate_s(micro):
+    """The engine's own decoding loop against transformers' generate: the same logits at every step (so
+    positions and cache are right, not only the argmax), the same text."""
+    import torch
+
+    from serving.engine import Job
+
+    eos = micro.tokenizer.eos_token_id
+    for p in _prompts(micro, 2):
+        ids = torch.tensor([micro._encode(p)])
+        with torch.no_grad():
+            ref = micro.model.generate(input_ids=ids, max_new_tokens=24, do_sample=False, adapter_names=["m1"],
+                                       pad_token_id=micro.tokenizer.pad_token_id, eos_token_id=eos,
+                                       output_logits=True, return_dict_in_generate=True)
+        tokens = ref.sequences[0, ids.shape[1]:].tolist()
+        tokens = tokens[: tokens.index(eos)] if eos in tokens else tokens
+        with _Logits(micro) as rec:
+            ticket = micro.submit(Job("m1", p, 24))
+            assert ticket.wait(60).text == micro.decode(tokens)
+        ours = rec.of(ticket)
+        torch.testing.assert_close(ours, torch.cat(ref.logits)[: len(ours)].float(), atol=2e-2, rtol=0)
+
+
+def test_rows_that_join_a_running_batch_get_the_text_and_logits_they_get_alone(micro):
+    """Requests arrive while another decodes: a shorter prompt (the running cache is padded for it), then
+    longer ones with the other adapter too (the running rows are padded), and rows leave at different
+    steps (the cache is trimmed). Each row's logits, step by step, and text are those it gets alone: the
+    joined KV cache, its padding, the positions and the trimming are right."""
+    import torch
+
+    from serving.engine import Job
+
+    p = _prompts(micro, 6)
+    first_job = Job("m1", p[2], 32)
+    groups = {3: [Job("m1", p[0], 24)], 6: [Job("m2", p[5], 24), Job("m1", p[4], 12)]}  # at n tokens of the first
+    jobs = [first_job, *groups[3], *groups[6]]
+    with _Logits(micro) as rec:
+        alone_tickets = [micro.submit(j) for j in jobs[:1]]
+        alone_tickets[0].wait(60)
+        for j in jobs[1:]:
+            alone_tickets.append(micro.submit(j))
+            alone_tickets[-1].wait(60)
+    alone = [t.result() for t in alone_tickets]
+    assert alone[0].completion_tokens > 8 and alone[1].text != alone[3].text  # long enough; texts differ
+    assert alone[1].text != micro.generate([Job("m2", p[0], 24)])[0].text  # the two adapters do differ
+
+    later: list = []
+
+    def on_token():  # on the loop thread, between two steps
+        n = len(first.tokens)
+        if n in groups and not any(t.job is groups[n][0] for t in later):
+            later.extend(micro.submit(j) for j in groups[n])
+
+    with _Logits(micro) as rec_together:
+        first = micro.submit(first_job, notify=on_token, every_token=True)
+        together = [first.wait(60), *(t.wait(60) for t in later)]
+    assert len(later) == 3, "the others were submitted while the first was decoding"
+    assert [o.text for o in together] == [o.text for o in alone]
+    for a, b in zip(alone_tickets, [first, *later], strict=True):
+        torch.testing.assert_close(rec_together.of(b), rec.of(a), atol=2e-2, rtol=0)  # float32 sums in another order: ~5e-3
+
+
+def test_a_short_answer_leaves_the_batch_without_waiting_for_a_long_one(micro):
+    from serving.engine import Job
+
+    p = _prompts(micro, 2)
+    long_alone = micro.generate([Job("m1", p[0], 40)])[0]
+    assert long_alone.completion_tokens > 10  # long enough for the check below to mean something
+    seen: list[int] = []
+    steps: list[int] = []
+    micro.on_step = steps.append
+    try:
+        long_ = micro.submit(Job("m1", p[0], 40))
+        short = micro.submit(Job("m1", p[1], 2), notify=lambda: seen.append(len(long_.tokens)))
+        assert short.wait(60).completion_tokens <= 2
+        assert long_.wait(60).text == long_alone.text
+    finally:
+        micro.on_step = None
+    assert seen and seen[0] < long_alone.completion_tokens  # answered while the long row still decoded
+    assert 2 in steps and steps[-1] == 1  # they shared steps; the long row finished alone
+
+
+def test_a_cancelled_request_leaves_and_the_others_go_on(micro):
+    from serving.engine import Cancelled, Job
+
+    p = _prompts(micro, 2)
+    want = micro.generate([Job("m1", p[1], 12)])[0].text
+    doomed = micro.submit(Job("m1", p[0], 200))
+    other = micro.submit(Job("m1", p[1], 12))
+    doomed.cancel()
+    with pytest.raises(Cancelled):
+        doomed.wait(60)
+    assert other.wait(60).text == want
+    assert len(doomed.tokens) < 200 and not micro._pins
+
+
+def test_an_adapter_removed_while_in_use_finishes_its_rows_then_goes(micro):
+    from serving.engine import Job
+
+    path = micro.adapters["m2"].path
+    micro.add_adapter("m3", path)
+    p = _prompts(micro, 1)[0]
+    want = micro.generate([Job("m3", p, 16)])[0].text
+    ticket = micro.submit(Job("m3", p, 16))
+    micro.remove_adapter("m3")
+    with pytest.raises(KeyError, match="m3"):
+        micro.submit(Job("m3", p, 4))
+    assert ticket.wait(60).text == want
+    assert "m3" not in micro.model.peft_config and "m3" not in micro.adapters
+
+
+def test_a_seeded_sample_is_the_same_alone_and_in_a_batch(micro):
+    from serving.engine import Job
+
+    p, q = _prompts(micro, 2)
+    alone = micro.generate([Job("m1", p, 16, temperature=1.0, top_p=0.9, seed=7)])[0].text
+    batch = micro.generate([Job("m1", q, 16), Job("m1", p, 16, temperature=1.0, top_p=0.9, seed=7),
+                            Job("m1", p, 16, temperature=1.0, seed=8)])
+    assert batch[1].text == alone
+    greedy = micro.generate([Job("m1", p, 16)])[0].text
+    assert len({alone, batch[2].text, greedy}) > 1  # sampling does change the text
+
+
+def test_max_batch_size_one_runs_one_request_at_a_time(micro):
+    from serving.engine import Job
+
+    steps: list[int] = []
+    micro.on_step, micro.max_batch_size = steps.append, 1
+    try:
+        outs = micro.generate([Job("m1", p, 6) for p in _prompts(micro, 3)])
+    finally:
+        micro.on_step, micro.max_batch_size = None, 16
+    assert len(outs) == 3 and set(steps) == {1}
