@@ -3,11 +3,12 @@
     python -m benchmarks.serving                      # the micro model: ~10 min on 2 cores
     python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 48 --json-out serve.json
 
-1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, dynamic batching (max_batch_size 16)
-   against none (max_batch_size 1), each on one model replica;
+1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, continuous batching (max_batch_size
+   16: requests join and leave the running batch at every decoding step) against none (max_batch_size 1:
+   one request at a time), each on one model replica;
 2. Serve's overhead at batch 1: the same prompts through HTTP + Serve (/v1/completions, and /v1/sql with
-   its schema and SQL checks) against Engine.generate called directly in this process, one at a time,
-   with the replica's thread count;
+   its schema and SQL checks) against Engine.generate called directly in this process with the replica's
+   thread count, one request at a time, each HTTP call right after the direct call on the same prompt;
 3. adapter swap against model reload, each until the new adapter answers over HTTP: the first request
    naming a not-yet-loaded adapter against redeploying the model deployment with it (a new replica
    process loads the base); in process also, Engine.add_adapter against a fresh Engine;
@@ -203,8 +204,14 @@ def main(argv=None) -> int:
     bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.requests)]
     prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in bodies[: args.direct]]
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load": [], "adapter": str(adapter)}
+    log(f"direct Engine, {args.replica_cpus} thread(s) (the replica's) ...")
+    engine_start = time.perf_counter()
+    engine = Engine("embedded:micro-llama", threads=args.replica_cpus)
+    engine.add_adapter("sql", adapter)
+    reload_s = time.perf_counter() - engine_start
+    engine.generate([Job("sql", prompts[0], args.new_tokens)])
     try:
-        # 1. batched vs unbatched, one replica each
+        # 1. continuous batching vs none, one replica each
         for batch in (16, 1):
             log(f"deploying with max_batch_size {batch} ...")
             deploy({"sql": adapter, "sql-b": other}, batch, 1, 1, cpus=args.replica_cpus)
@@ -217,11 +224,17 @@ def main(argv=None) -> int:
 
             if batch == 1:
                 # 2. Serve overhead at batch 1: the same prompts, one at a time, raw (/v1/completions) and
-                # through /v1/sql (its schema and SQL checks included)
+                # through /v1/sql (its schema and SQL checks included), each interleaved with the direct
+                # call on the same prompt, so that the machine's drift hits both alike
                 comp = f"http://127.0.0.1:{args.port}/v1/completions"
-                http_raw = [post(comp, {"model": "sql", "prompt": p, "max_tokens": args.new_tokens, "temperature": 0})[1]
-                            for p in prompts]
-                http_sql = [post(url, b)[1] for b in bodies[: args.direct]]
+                direct, http_raw, http_sql = [], [], []
+                for p, b in zip(prompts, bodies, strict=False):
+                    start = time.perf_counter()
+                    engine.generate([Job("sql", p, args.new_tokens)])
+                    direct.append(time.perf_counter() - start)
+                    http_raw.append(post(comp, {"model": "sql", "prompt": p, "max_tokens": args.new_tokens,
+                                                "temperature": 0})[1])
+                    http_sql.append(post(url, b)[1])
 
                 # 3. swap: the first request naming a not-yet-loaded adapter, on the running replica
                 warm = [post(url, {**bodies[0], "adapter": "sql"})[1] for _ in range(3)]
@@ -236,17 +249,6 @@ def main(argv=None) -> int:
         assert status == 200
         serve.delete("bench")
 
-        log(f"direct Engine.generate, {args.replica_cpus} thread(s) (the replica's) ...")
-        engine_start = time.perf_counter()
-        engine = Engine("embedded:micro-llama", threads=args.replica_cpus)
-        engine.add_adapter("sql", adapter)
-        reload_s = time.perf_counter() - engine_start
-        engine.generate([Job("sql", prompts[0], args.new_tokens)])
-        direct = []
-        for p in prompts:
-            start = time.perf_counter()
-            engine.generate([Job("sql", p, args.new_tokens)])
-            direct.append(time.perf_counter() - start)
         swaps = []
         for i in range(5):
             start = time.perf_counter()
@@ -256,6 +258,7 @@ def main(argv=None) -> int:
         out |= {"direct_p50_s": statistics.median(direct), "http_raw_p50_s": statistics.median(http_raw),
                 "http_sql_p50_s": statistics.median(http_sql), "reload_s": reload_s, "swap_s": statistics.median(swaps),
                 "swap_http_s": swap_http, "loaded_http_s": statistics.median(warm), "reload_http_s": reload_http}
+        engine.close()
         del engine
 
         # 4. the ramp, autoscaling 1..2
@@ -287,9 +290,10 @@ def report(out: dict) -> None:
     overhead = out["http_raw_p50_s"] / out["direct_p50_s"] - 1
     overhead_sql = out["http_sql_p50_s"] / out["direct_p50_s"] - 1
     swap = out["reload_http_s"] / out["swap_http_s"]
-    print(f"\nServe overhead at batch 1 (p50 of {out['args']['direct']} requests): direct "
+    print(f"\nServe overhead at batch 1 (p50 of {out['args']['direct']} requests, interleaved): direct "
           f"Engine.generate {out['direct_p50_s']:.3f} s; HTTP + Serve /v1/completions {out['http_raw_p50_s']:.3f} s "
-          f"({overhead:+.1%}); /v1/sql with its checks {out['http_sql_p50_s']:.3f} s ({overhead_sql:+.1%})")
+          f"({overhead:+.1%}, {1000 * (out['http_raw_p50_s'] - out['direct_p50_s']):+.0f} ms); /v1/sql with its "
+          f"checks {out['http_sql_p50_s']:.3f} s ({overhead_sql:+.1%})")
     print(f"adapter swap vs model reload, until the new adapter answers over HTTP: swap (first request on a new "
           f"adapter) {out['swap_http_s']:.2f} s vs reload (model deployment redeployed) {out['reload_http_s']:.2f} s: "
           f"{swap:.0f}x; a request on a loaded adapter {out['loaded_http_s']:.2f} s. In process: add_adapter "

@@ -171,6 +171,11 @@ class Engine:
         self._closed = False
         cfg = self.base.config
         self._max_positions = getattr(cfg, "max_position_embeddings", None)
+        # On a CPU, SDPA's flash kernel is slow for one query per row (a decoding step): 0.77 ms per layer
+        # for 16 rows of the micro model, where eager attention makes the whole step 30% faster; at a
+        # prefill and for one or two rows SDPA is as fast or faster. GPUs keep SDPA throughout.
+        self._attn = self._attn_default = cfg._attn_implementation
+        self._eager_decode = self.base.device.type == "cpu" and self._attn_default == "sdpa"
 
     # ------------------------------------------------------------------------------------- adapters
 
@@ -344,7 +349,13 @@ class Engine:
         import torch
 
         names = [t.job.adapter for t in rows]
+        attn = self._attn_default
+        if self._eager_decode and inputs["input_ids"].shape[1] == 1 and len(rows) > 2:
+            attn = "eager"
         with self.lock, torch.no_grad():
+            if attn != self._attn:
+                self.base.set_attn_implementation(attn)
+                self._attn = attn
             extra = {}
             if len(set(names)) > 1:
                 extra["adapter_names"] = names
