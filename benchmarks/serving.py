@@ -1,7 +1,7 @@
 """Serving benchmark, in one run on a local Ray, HTTP on 127.0.0.1 only, bounded in time:
 
     python -m benchmarks.serving                      # the micro model: ~10 min on 2 cores
-    python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 48 --json-out serve.json
+    python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 64 --json-out serve.json
 
 1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, continuous batching (max_batch_size
    16: requests join and leave the running batch at every decoding step) against none (max_batch_size 1:
@@ -43,7 +43,9 @@ def parse_args(argv=None):
     ap.add_argument("--adapter", default=None,
                     help="a SQL adapter folder of the micro model (default: ~/qlora-sweeps/latest/sql, else one "
                     "trained here in ~1 minute)")
-    ap.add_argument("--requests", type=int, default=48, help="requests per concurrency level (default 48)")
+    ap.add_argument("--requests", type=int, default=128,
+                    help="requests per concurrency level, a quarter of it at 1 client (default 128: 8 rounds of 16 "
+                    "clients, so that the ramp-up and the drain at the end weigh little)")
     ap.add_argument("--new-tokens", type=int, default=32, help="max_tokens of every request (default 32)")
     ap.add_argument("--direct", type=int, default=20, help="requests of the overhead comparison (default 20)")
     ap.add_argument("--ramp-clients", type=int, default=8, help="clients at the top of the ramp (default 8)")
