@@ -37,4 +37,4 @@ def test_percentiles_and_defaults():
     values = sorted(float(i) for i in range(1, 101))
     assert _pct(values, 50) == 51.0 and _pct(values, 99) == 99.0 and _pct([3.0], 99) == 3.0
     args = parse_args([])
-    assert args.requests == 48 and args.new_tokens == 32 and args.ramp_clients == 8
+    assert args.requests == 128 and args.new_tokens == 32 and args.ramp_clients == 8
