@@ -108,12 +108,10 @@ class Generator:
             while True:
                 await ready.wait()
                 ready.clear()
-                done = ticket.done
-                piece = ticket.new_text()
+                piece, done = ticket.take()  # raises the row's error once done
                 if piece:
                     yield piece
                 if done:
-                    ticket.result()  # raises the row's error, if any
                     return
         finally:
             ticket.cancel()

@@ -109,6 +109,14 @@ class Ticket:
         tokens = list(self.tokens)
         return Output(self.engine.decode(tokens), len(self.ids), len(tokens), self.finish or "length")
 
+    def take(self) -> tuple[str, bool]:
+        """(the text since the last take, whether the ticket is done); raises the row's error once done."""
+        done = self.done
+        piece = self.new_text()
+        if done:
+            self.result()
+        return piece, done
+
     def new_text(self) -> str:
         """The text generated since the last call ("" if none yet). A piece that ends inside a character
         (an incomplete byte sequence) is held back until the character is whole."""
@@ -290,12 +298,10 @@ class Engine:
             while True:
                 ready.wait()
                 ready.clear()
-                done = ticket.done
-                piece = ticket.new_text()
+                piece, done = ticket.take()
                 if piece:
                     yield piece
                 if done:
-                    ticket.result()  # raises the row's error, if any
                     return
         finally:
             ticket.cancel()
