@@ -461,18 +461,24 @@ class Engine:
             self._end(t)
 
     def _end(self, ticket: Ticket, error: BaseException | None = None) -> None:
-        """A ticket leaves the engine: answered, unpinned, and its adapter deleted if it was retiring."""
+        """A ticket leaves the engine: unpinned, its adapter deleted if it was retiring, then answered (so
+        a caller answered on a removed adapter finds it gone)."""
         adapter = ticket.job.adapter
         with self._cv:
             self._pins[adapter] -= 1
             retire = self._pins[adapter] <= 0 and adapter in self._retiring
             if self._pins[adapter] <= 0:
                 del self._pins[adapter]
-        ticket._end(error)
-        if retire:
-            with self.lock:
-                with self._cv:
-                    if self._pins[adapter] or adapter not in self._retiring:
-                        return
-                    del self._retiring[adapter]
-                self._delete(adapter)
+        try:
+            if retire:
+                self._retire(adapter)
+        finally:
+            ticket._end(error)
+
+    def _retire(self, adapter: str) -> None:
+        with self.lock:
+            with self._cv:
+                if self._pins[adapter] or adapter not in self._retiring:
+                    return
+                del self._retiring[adapter]
+            self._delete(adapter)
