@@ -215,7 +215,9 @@ class Engine:
             if self.model is None:
                 self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=adapter_id)
             else:
-                self.model.load_adapter(str(path), adapter_name=adapter_id)
+                # low_cpu_mem_usage: the new LoRA layers are made empty and filled from the file, not
+                # randomly initialized first (0.145 -> 0.115 s for a rank-16 adapter of the micro model)
+                self.model.load_adapter(str(path), adapter_name=adapter_id, low_cpu_mem_usage=True)
             self.model.eval()
             info = AdapterInfo(adapter_id, str(path), cfg.data.task, card["prompt_version"],
                                cfg.model.name_or_path, card, time.perf_counter() - start)

@@ -90,7 +90,8 @@ def local_cluster(num_cpus: int = 2, **extra):
             time.sleep(2)
         log.close()
         left = _session_pids(head.pid, temp)
-        shutil.rmtree(temp, ignore_errors=True)
+        if not os.environ.get("KEEP_RAY_TEMP"):
+            shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes left behind: {left}"
 
 
