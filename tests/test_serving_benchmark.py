@@ -9,7 +9,9 @@ def _figures(ramp: list[int]) -> dict:
         for clients, r in zip((1, 4, 16), rps, strict=True):
             load.append({"batch": batch, "clients": clients, "requests": 48, "ok": 48, "wall_s": 48 / r, "req_per_s": r,
                          "tokens_per_s": 32 * r, "p50_s": 1.0, "p99_s": 2.0})
-    return {"args": {"direct": "20"}, "load": load, "direct_p50_s": 0.50, "http_raw_p50_s": 0.52, "http_sql_p50_s": 0.60,
+    return {"args": {"direct": "20"}, "adapter": "a", "load": load, "direct_p50_s": 0.50, "http_raw_p50_s": 0.53,
+            "http_sql_p50_s": 0.60, "overhead_raw_s": 0.02, "overhead_sql_s": 0.09, "overhead_pairs": 20,
+            "floor_ping_s": 0.008, "floor_hop_s": 0.015,
             "swap_http_s": 0.5, "loaded_http_s": 0.4, "reload_http_s": 15.0, "swap_s": 0.05, "reload_s": 1.0,
             "ramp": [(float(i), 1, r) for i, r in enumerate(ramp)]}
 
@@ -21,13 +23,16 @@ def test_report_computes_the_ratios_and_says_which_goals_are_met(capsys):
     r = out["ratios"]
     assert r["batching_x16"] == 4.0 and abs(r["serve_overhead"] - 0.04) < 1e-9 and r["swap_vs_reload"] == 30.0
     assert r["replicas_peak"] == 2 and r["replicas_end"] == 1
-    assert "batched / unbatched throughput at 16 clients: 4.00x" in text
+    assert "batched / unbatched throughput at 16 clients: 4.00x" in text and "swap 30.0x (>= 20x): met" in text
+    assert abs(r["swap_vs_reload_load_only"] - 146.0) < 1e-9  # (15.0 - 0.4) / (0.5 - 0.4)
     assert "replicas 1 -> 2 -> 1: met" in text and "NOT met" not in text
+    assert "Serve overhead at batch 1 (20 prompts" in text and "+20.0 ms (+4.0%)" in text
+    assert "our app's own share of the /v1/completions overhead: +5.0 ms" in text
 
 
 def test_a_ramp_that_never_scales_down_is_not_met(capsys):
     out = _figures([1, 1, 2, 2, 2])
-    out["http_raw_p50_s"] = 0.6  # +20%
+    out["overhead_raw_s"] = 0.1  # +20% (the median of the pairs, not the difference of the medians)
     report(out)
     text = capsys.readouterr().out
     assert "replicas 1 -> 2 -> 2: NOT met" in text and "Serve overhead +20.0% (<= 10%): NOT met" in text
