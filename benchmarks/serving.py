@@ -131,11 +131,11 @@ def deploy(adapters: dict[str, Path], batch: int, min_replicas: int, max_replica
 # -------------------------------------------------------------------------------------- measures
 
 
-def post(url: str, body: dict, session=None) -> tuple[int, float, int]:
+def post(url: str, body: dict) -> tuple[int, float, int]:
     import requests
 
     start = time.perf_counter()
-    r = (session or requests).post(url, json=body, timeout=600)
+    r = requests.post(url, json=body, timeout=600)
     took = time.perf_counter() - start
     tokens = r.json().get("usage", {}).get("completion_tokens", 0) if r.status_code == 200 else 0
     return r.status_code, took, tokens
