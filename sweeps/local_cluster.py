@@ -3,19 +3,38 @@
     python -m sweeps.local_cluster          # `make cluster`: ray start --head unless a dashboard answers
 
 `ray start --head` returns before the dashboard and its job agent listen; a job submitted in that gap
-fails with "No available agent to submit job". This waits for both ports. Token authentication stays on
-(RAY_AUTH_MODE=token, NOTES.md) and the dashboard binds 127.0.0.1.
+fails with "No available agent to submit job". This waits for both ports. Token authentication stays on: the
+token is made first if none exists (~/.ray/auth_token, mode 600; shared/ray_local.py says where Ray looks),
+since `ray start` does not make one. Every Ray service listens on 127.0.0.1 only (single-node local Ray,
+shared/ray_local.py): LOOPBACK_EXCEPTIONS lists the ports allowed elsewhere, none today, and a test holds
+the cluster to it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from shared.ray_local import RayAuthError, ensure_token, loopback_env
+
+# Listening ports of the local default allowed on an address other than loopback, by process name.
+# Empty: with the loopback switch every Ray process binds 127.0.0.1 (Ray 2.60, `ss -ltnp` after `make demo`).
+LOOPBACK_EXCEPTIONS: dict[str, str] = {}
+
+
+def ray_start_args(dashboard_port: int, agent_port: int, **options: int | str) -> list[str]:
+    """`ray start --head` arguments of the local default (make cluster, make demo, the test cluster).
+
+    `options` are more `ray start` flags by their Python names: port=6379, temp_dir="/tmp/rt1", num_cpus=2."""
+    args = ["start", "--head", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+            "--dashboard-agent-listen-port", str(agent_port), "--disable-usage-stats"]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
 
 
 def listening(port: int) -> bool:
@@ -31,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dashboard-port", type=int, default=8265)
     ap.add_argument("--agent-port", type=int, default=52365,
                     help="the dashboard agent's HTTP port (Ray's default; a free one if another Ray holds it)")
+    ap.add_argument("--port", type=int, default=6379, help="the GCS port (Ray's default)")
+    ap.add_argument("--temp-dir", help="Ray's session folder (default: Ray's, /tmp/ray)")
     ap.add_argument("--timeout", type=float, default=180)
     args = ap.parse_args(argv)
     if listening(args.dashboard_port):
@@ -40,10 +61,16 @@ def main(argv=None) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             args.agent_port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
-    ray = str(Path(sys.executable).with_name("ray"))
-    cmd = [ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(args.dashboard_port),
-           "--dashboard-agent-listen-port", str(args.agent_port)]
+    try:
+        token = ensure_token()
+    except RayAuthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("Ray token: from RAY_AUTH_TOKEN" if token is None else f"Ray token: {token} (mode 600)")
+    env = loopback_env()
+    extra = {"temp_dir": args.temp_dir} if args.temp_dir else {}
+    cmd = [str(Path(sys.executable).with_name("ray")),
+           *ray_start_args(args.dashboard_port, args.agent_port, port=args.port, **extra)]
     print(" ".join(cmd[1:]), flush=True)
     if subprocess.run(cmd, env=env).returncode:
         return 1

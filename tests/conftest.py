@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Generated data of the tests goes to a throwaway cache, never the user's.
-os.environ.setdefault("QLORA_SWEEP_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "qlora-sweep-test-cache"))
+# The session gets a home of its own, set before anything reads it: the Ray token (~/.ray/auth_token), sweep
+# folders (~/qlora-sweeps), caches (~/.cache) and Ray's own files land there, never in the user's home, and no
+# test finds what an earlier run or an earlier test of another session left. Every test file passes alone:
+# nothing depends on a test that happened to run first (ray.init() writing the token, for one).
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="qlora-test-home-"))
+atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
+os.environ["HOME"] = str(SESSION_HOME)
+os.environ["QLORA_SWEEP_CACHE"] = str(SESSION_HOME / ".cache" / "qlora-sweep")
+for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # never the user's cluster or token
+    os.environ.pop(name, None)
+
+from shared.ray_local import ensure_token, loopback_env  # noqa: E402
+
+# Token authentication on, its token made as the local default makes it (mode 600), and every Ray of the tests,
+# ray.init() ones included, on 127.0.0.1 only.
+os.environ.update(loopback_env())
+ensure_token()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""A real local Ray cluster for end-to-end tests: `ray start --head --block` in a session of its own, token
-authentication on, every port free and on 127.0.0.1 where Ray allows, torn down to the last process.
+"""A real local Ray cluster for end-to-end tests: `ray start --head --block` in a session of its own, started
+exactly as the local default (`python -m sweeps.local_cluster`: token authentication on, its token made first,
+every service on 127.0.0.1), every port free, torn down to the last process.
 
 Teardown ends exactly the processes this helper started (that session, and any process naming this
 cluster's temp folder), never another Ray on the machine.
@@ -20,6 +21,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from shared.ray_local import ensure_token, loopback_env
+from sweeps.local_cluster import ray_start_args
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -31,7 +35,7 @@ def _free_port() -> int:
 
 def _session_pids(sid: int, marker: str) -> list[int]:
     """Processes in session `sid`, or whose command line names this cluster's temp folder."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-e", "-o", "pid=,sid=,args="], capture_output=True, text=True).stdout
     pids = []
     for line in out.splitlines():
         pid, session, *args = line.split(None, 2)
@@ -44,14 +48,14 @@ def _session_pids(sid: int, marker: str) -> list[int]:
 def local_cluster(num_cpus: int = 2, **extra):
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
     ports = {name: _free_port() for name in ("gcs", "dashboard", "metrics", "client", "agent")}
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    ensure_token()
+    env = loopback_env()
     env.pop("RAY_ADDRESS", None)
     log = open(Path(temp) / "ray-start.log", "w")
+    args = ray_start_args(ports["dashboard"], ports["agent"], port=ports["gcs"], metrics_export_port=ports["metrics"],
+                          ray_client_server_port=ports["client"], num_cpus=num_cpus, num_gpus=0)
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--num-gpus", "0", "--dashboard-host", "127.0.0.1",
-         "--port", str(ports["gcs"]), "--dashboard-port", str(ports["dashboard"]),
-         "--metrics-export-port", str(ports["metrics"]), "--ray-client-server-port", str(ports["client"]),
-         "--dashboard-agent-listen-port", str(ports["agent"]), "--temp-dir", temp],
+        [RAY, *args, "--block", "--temp-dir", temp],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     info = {
