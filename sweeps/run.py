@@ -1,6 +1,6 @@
 """The sweep: Ray Tune with Optuna (TPE) and ASHA over a QLoRA trial's LoRA rank, alpha and learning rate.
 
-    export RAY_AUTH_MODE=token   # Ray 2.60's token auth; `ray start --head` wrote the token (NOTES.md)
+    export RAY_AUTH_MODE=token   # Ray 2.60's token auth (the token: ~/.ray/auth_token, shared/ray_local.py)
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python -m sweeps.run --config configs/sweeps/sql_smoke.yaml
     python -m sweeps.run --config configs/sweeps/sql_smoke.yaml        # direct: local cluster, else a new local Ray
@@ -385,6 +385,13 @@ def main(argv=None) -> int:
     # Trials keep the worker's working folder (the job's copy of the repo), so relative paths in the trial
     # config resolve as they did here. Propagated to trial actors by Tune.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    from shared.ray_local import RayAuthError, ensure_token
+
+    try:
+        ensure_token()  # before Ray: a new local Ray would write one readable by every user (mode 644)
+    except RayAuthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     import ray
     from ray import tune
 
