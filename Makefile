@@ -11,9 +11,14 @@ TORCH  ?= torch==2.13.0
 .PHONY: setup cluster demo trial stop test bench bench-sweep model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
-# is the venv's. Ray 2.60's token authentication stays on: clients need RAY_AUTH_MODE=token (NOTES.md).
+# is the venv's. Ray 2.60's token authentication stays on: every client (ray job submit, serve deploy, ray
+# status) needs RAY_AUTH_MODE=token and the token, which `make cluster` makes if none exists
+# (~/.ray/auth_token, mode 600; python -m shared.ray_local).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export RAY_AUTH_MODE := token
+# The job's copy of the repo leaves out what .gitignore and .rayignore name; empty, this drops Ray 2.60's
+# default excludes (the same folders, listed in .rayignore) and the note it prints for each at every submit.
+export RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES :=
 DASHBOARD ?= http://127.0.0.1:8265
 SWEEP ?= configs/sweeps/sql_smoke.yaml
 CODE_SWEEP ?= configs/sweeps/code_smoke.yaml
@@ -26,8 +31,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# A local Ray head (dashboard on 127.0.0.1:8265, token auth), unless a dashboard already answers there;
-# returns when jobs can be submitted.
+# A local Ray head (token auth, its token made first; every Ray service on 127.0.0.1, dashboard :8265),
+# unless a dashboard already answers there; returns when jobs can be submitted.
 cluster: setup
 	$(PY) -m sweeps.local_cluster
 
