@@ -25,6 +25,7 @@ import argparse
 import csv
 import math
 import re
+import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -479,19 +480,22 @@ def plot_params(rows: list[dict], params: list[str], metric: str, path: Path) ->
 
 
 def write_report(source, out_dir, objective: str, mode: str, fallback: str = "eval/loss", *,
-                 max_steps: int | None = None) -> dict:
+                 max_steps: int | None = None, rerun: str | None = None) -> dict:
     """Leaderboard, plots and report.md for a sweep. source: a ResultGrid, an experiment folder, or a
-    list of TrialRecords. Returns the paths written and the best trial's id, config and metrics."""
+    list of TrialRecords. rerun: the command that runs one trial of this sweep (`python -m shared.trial --config
+    <its trial YAML> <its trial.overrides>`); the report adds the best sample's overrides to it. Returns the
+    paths written and the best trial's id, config and metrics."""
     if isinstance(source, list):
         records, experiment = in_start_order(source), "(records)"
     else:
         records, experiment = load_records(source)
     return report_from_records(records, Path(out_dir), objective, mode, fallback, max_steps=max_steps,
-                               experiment=experiment)
+                               experiment=experiment, rerun=rerun)
 
 
 def report_from_records(records: list[TrialRecord], out_dir: Path, objective: str, mode: str,
-                        fallback: str = "eval/loss", *, max_steps: int | None = None, experiment: str = "") -> dict:
+                        fallback: str = "eval/loss", *, max_steps: int | None = None, experiment: str = "",
+                        rerun: str | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, metric_mode = choose_metric(records, objective, mode, fallback)
     rows = leaderboard(records, metric, metric_mode, max_steps=max_steps)
@@ -513,6 +517,7 @@ def report_from_records(records: list[TrialRecord], out_dir: Path, objective: st
     report_path = out_dir / "report.md"
     report_path.write_text(_report_text(
         experiment, records, rows, metric, metric_mode, objective, fixed, importance_note, plots, table, best,
+        rerun,
     ))
     return {
         "out_dir": str(out_dir),
@@ -555,7 +560,7 @@ def _counts(rows: list[dict]) -> dict[str, int]:
 
 
 def _report_text(experiment, records, rows, metric, mode, objective, fixed, importance_note, plots, table,
-                 best) -> str:
+                 best, rerun) -> str:
     counts = _counts(rows)
     total_steps = sum(row["steps"] for row in rows)
     total_wall = sum(row["wall_s"] or 0.0 for row in rows)
@@ -565,11 +570,15 @@ def _report_text(experiment, records, rows, metric, mode, objective, fixed, impo
     out.append(f"- Trials: {len(records)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
     out.append(f"- Trial-steps spent: {total_steps}; trial wall time: {total_wall / 60:.1f} min in all")
     if best:
-        overrides = " ".join(f"{k}={v}" for k, v in to_overrides(best["config"]).items() if _is_scalar(v))
+        overrides = " ".join(shlex.quote(f"{k}={v}") for k, v in to_overrides(best["config"]).items()
+                             if _is_scalar(v))
         out.append(f"- Best: trial `{best['trial_id']}`, {metric} = {best['value']:.4g} ({best['status']})\n")
-        out.append("Rerun the best trial alone: its sample as dotted overrides of the trial config the sweep "
-                   "started from (its trial YAML and trial.overrides):\n")
-        out.append(f"```\npython -m shared.trial --config <base config> {overrides}\n```\n")
+        if rerun:
+            out.append("Rerun the best trial alone, without Ray (the sweep's trial config and the best sample):\n")
+            out.append(f"```\n{rerun} {overrides}\n```\n")
+        else:
+            out.append("The best sample, as dotted overrides of the trial config the sweep started from (its trial "
+                       f"YAML and trial.overrides): `{overrides}`\n")
     else:
         out.append("- No trial reported a value: see the errors below.\n")
     sections = [

@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -260,14 +261,16 @@ def update_latest(cfg: SweepConfig, task: str, adapter: str, sweep_id: str, row:
     return pointer
 
 
-def write_report(grid, sweep_dir: str, p: Plan) -> str | None:
+def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan) -> str | None:
     """Leaderboard (CSV + Markdown) and plots, by sweeps/report.py (written by another engineer).
 
     Ranked on sweep/objective, as summarize() ranks, so its #1 is the exported adapter. Returns the path of
     report.md. On a URI the report is written locally, then uploaded."""
     from sweeps import report
 
-    kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps)
+    trial_overrides = (shlex.quote(f"{k}={v}") for k, v in report.flatten(cfg.trial.overrides).items())
+    rerun = " ".join(["python -m shared.trial --config", shlex.quote(cfg.trial.config), *trial_overrides])
+    kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps, rerun=rerun)
     if "://" not in sweep_dir:
         return report.write_report(grid, str(Path(sweep_dir) / "report"), **kwargs)["report_md"]
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
@@ -287,7 +290,7 @@ def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str) -> di
         summary["latest"] = update_latest(cfg, p.trial.data.task, summary["best_adapter"], sweep_id, best)
         _, metrics = best_checkpoint(best["_result"], p.objective.mode)
         summary["best_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and "/" in k}
-    summary["report"] = write_report(grid, sweep_dir, p)
+    summary["report"] = write_report(grid, sweep_dir, cfg, p)
     summary["trials"] = [{k: v for k, v in r.items() if k != "_result"} for r in rows]
     write_text(join(sweep_dir, "summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
     return summary

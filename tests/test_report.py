@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -103,12 +104,16 @@ def test_sweep_objective_with_trial_numbers_and_accuracy_beside_it(tmp_path):
         h = history([10, 20], [acc / 2, acc])
         h["sweep/objective"] = h[OBJ] + 0.001
         recs.append(TrialRecord(f"z{9 - number}", {"lora.rank": rank, "trial_number": number}, h))
-    out = write_report(recs, tmp_path, "sweep/objective", "max")
+    out = write_report(recs, tmp_path, "sweep/objective", "max",
+                       rerun="python -m shared.trial --config configs/sql_micro_smoke.yaml train.max_steps=24")
     rows = list(csv.DictReader(open(out["leaderboard_csv"])))
     assert [r["trial_number"] for r in rows] == ["1", "2", "0"]
     assert rows[0][f"{OBJ} best"] == "0.4" and "lora.rank" in rows[0] and "trial_number best" not in rows[0]
     rerun = next(line for line in open(out["report_md"]) if line.startswith("python -m shared.trial"))
-    assert "lora.rank=32" in rerun and "trial_number" not in rerun  # only keys shared.trial accepts
+    # a command that runs as it is: the sweep's trial config, then only keys shared.trial accepts, no placeholder
+    assert rerun.strip() == "python -m shared.trial --config configs/sql_micro_smoke.yaml train.max_steps=24 lora.rank=32"
+    without = write_report(recs, tmp_path / "plain", "sweep/objective", "max")
+    assert "<" not in Path(without["report_md"]).read_text().split("## Optimization history")[0]
 
 
 def test_importances_find_the_parameter_that_decides(tmp_path):
