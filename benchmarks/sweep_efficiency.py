@@ -6,7 +6,7 @@ discrete space, and random search given the trial-steps ASHA + TPE spent.
     python -m benchmarks.sweep_efficiency --ranks 8,32 --lrs 1e-3,3e-3 --steps 80 --grace 5 --json-out eff.json
 
 Three Tune runs in one process and one local Ray, one trial at a time (two trainings on 2 cores slow both
-10-40x, NOTES.md), every trial the sweep's own trainable (sweeps/trainable.py through sweeps/run.py),
+10-40x, measured), every trial the sweep's own trainable (sweeps/trainable.py through sweeps/run.py),
 reporting dev metrics every --grace steps:
 
     grid       tune.grid_search over ranks x alpha multipliers x learning rates, every trial --steps long

@@ -19,7 +19,8 @@ def device() -> str:
 
 def compute_dtype(q: QuantizationConfig):
     """bfloat16 where the hardware does it natively (Ampere+ GPUs; AVX512 CPUs, 2.4x faster than fp32 for
-    4-bit layers there, NOTES.md), else float32 on CPU and float16 on older GPUs."""
+    4-bit layers there: a 256 -> 768 layer on 2080 rows, forward and backward, 2.8 ms against 6.6 ms),
+    else float32 on CPU and float16 on older GPUs."""
     import torch
 
     if q.compute_dtype != "auto":
@@ -113,8 +114,8 @@ def restore_cpu_4bit_training_layout(model) -> int:
 
     On CPU, the first no-grad forward in eval mode repacks every Linear4bit weight into an inference
     layout, in place (nested absmax flattened to bf16), and never packs it back; training then goes
-    through gemv_4bit, which has no autograd kernel, and the LoRA gradients come out wrong (90% off,
-    NOTES.md). bitsandbytes' own inverse is "best-effort" (0.8% off in our test). So the first call
+    through gemv_4bit, which has no autograd kernel, and the LoRA gradients come out wrong (90% off in
+    relative norm on a 4-layer Llama, bitsandbytes 0.50.2). bitsandbytes' own inverse is "best-effort" (0.8% off in our test). So the first call
     snapshots each layer's exact training layout (tensor + quant state), and later calls put it back;
     evaluation keeps the fast packed path. Costs a second copy of the 4-bit weights while packed, on CPU
     only. GPUs never repack (returns 0). Called by attach_lora and by the training loop.

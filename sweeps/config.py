@@ -72,7 +72,7 @@ class ObjectiveConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    cpu: int = Field(2, gt=0)  # per trial; torch threads = this (NOTES.md: more threads than CPUs thrash)
+    cpu: int = Field(2, gt=0)  # per trial; torch threads = this (more threads than CPUs thrash: 10-40x slower)
     gpu: int = Field(0, ge=0, le=1)  # 1 on a GPU cluster: one trial per GPU; 0 runs on the trial's CPUs
     # The smallest GPU a trial may land on, in GB: the memory estimate of every sample must fit it.
     gpu_memory_gb: float | None = Field(None, gt=0)
