@@ -1,0 +1,565 @@
+"""The program that runs inside the Python sandbox: a judge process and the candidate's process.
+
+Never imported by the host: shared/execution/python.py passes this file's text to
+`python -I -S -B -c <text> <report fd> <config json>` inside the boundary. Standard library only.
+
+    judge (J)                                     candidate (P, forked from J)
+    reads the code from stdin, forks P  ------->  closes stdin and the report fd, sets the audit hook
+    reads the tests from stdin (P has no stdin)   runs the code and the setup in its module namespace
+    runs each test in its own namespace, where    answers J's requests: call a function, get/set an
+      the candidate's names are remote proxies    attribute, index, len, bool, str, list(...), each
+      and every value that comes back is plain      on its own objects; plain values go back as data,
+      data (int, float, str, list, dict, ...)       anything else as an opaque handle
+    writes the verdict to the report fd, which only J holds
+
+Why two processes: once the candidate's code has run in a process, that process is the candidate's
+(frames, builtins, sys.modules, native code); whatever it reports can be forged. So the tests and their
+expected answers never enter P: P only ever sees the code, the setup and the arguments of the calls the
+tests make, and answers with values that J compares. A forged answer is a wrong answer. P is forked before
+J reads the tests, so its memory never held them.
+
+What a test may do with the candidate's objects (limits of the remote proxies, each pinned by a test):
+- Plain data crosses both ways: None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict,
+  set, frozenset (subclasses arrive as their base type: a namedtuple as a tuple, a Counter as a dict),
+  Decimal, Fraction. An object of any other type stays in P; J holds a handle to it, which can be passed
+  back to the candidate, called, indexed, iterated (P sends list(obj)), measured (len), tested (bool),
+  printed (str) and have attributes read and set. A handle equals only itself: a candidate's object whose
+  `__eq__` is always true does not pass `assert f(x) == 3`, because 3 is compared with plain data only.
+- A test that passes a function or object of its own (a lambda) to the candidate fails: it cannot cross.
+- A name that is a Python builtin (`sorted`, `sum`) means the builtin in a test, even where the candidate
+  defines one, unless the caller names it among the solution's names (MBPP task 126 asks for `sum`).
+"""
+
+import builtins
+import json
+import os
+import posix
+import resource
+import sys
+import types
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one answer of the candidate; more is a failure
+MAX_DEPTH = 100  # nesting of a value that crosses
+_HEADER = 8
+
+
+# ------------------------------------------------------------------------------------------ framing
+
+
+def read_exact(fd, n):
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("end of stream")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd, limit=MAX_MESSAGE_BYTES):
+    size = int.from_bytes(read_exact(fd, _HEADER), "big")
+    if size > limit:
+        raise ValueError("message of " + str(size) + " bytes is over the limit of " + str(limit))
+    return json.loads(read_exact(fd, size))
+
+
+def write_frame(fd, obj):
+    data = json.dumps(obj).encode()
+    data = len(data).to_bytes(_HEADER, "big") + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# ------------------------------------------------------------------------------ the candidate's side
+
+
+def candidate_main(requests_fd, answers_fd, audit_hook, work):
+    """P: answers J's requests until J closes its end. Never returns. Before any of the candidate's code
+    runs, every descriptor but stdout, stderr and the two pipes to J is closed: stdin (the tests wait
+    there) and the report fd above all."""
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    low, high = sorted((requests_fd, answers_fd))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, 1 << 16)
+    module = types.ModuleType("__candidate__")  # not __main__: `if __name__ == "__main__":` demos stay off
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
+    objects = {}  # handle -> object; P keeps every object J holds a handle to
+
+    def encode(value, depth=0):
+        if depth > MAX_DEPTH:
+            raise ValueError("a value nested deeper than " + str(MAX_DEPTH))
+        if value is None:
+            return ["n"]
+        if value is True or value is False:
+            return ["T" if value else "F"]
+        if isinstance(value, int):
+            return ["i", format(int(value), "x")]
+        if isinstance(value, float):
+            return ["f", float.hex(float(value))]
+        if isinstance(value, complex):
+            return ["c", float.hex(value.real), float.hex(value.imag)]
+        if isinstance(value, str):
+            return ["s", str(value)]
+        if isinstance(value, bytearray):
+            return ["y", bytes(value).hex()]
+        if isinstance(value, bytes):
+            return ["b", bytes(value).hex()]
+        tag = next((t for cls, t in containers if isinstance(value, cls)), None)
+        if tag == "d":
+            return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
+        if tag is not None:
+            return [tag, [encode(v, depth + 1) for v in value]]
+        kind = type(value).__module__ + "." + type(value).__qualname__
+        if kind == "decimal.Decimal":
+            return ["D", str(value)]
+        if kind == "fractions.Fraction":
+            return ["Q", format(value.numerator, "x"), format(value.denominator, "x")]
+        handle = len(objects) + 1
+        objects[handle] = value
+        return ["h", handle]
+
+    containers = ((list, "l"), (tuple, "t"), (dict, "d"), (frozenset, "z"), (set, "S"))
+
+    def decode(data):
+        tag = data[0]
+        if tag == "h":
+            return objects[data[1]]
+        if tag in "ltzS":
+            items = [decode(v) for v in data[1]]
+            return {"l": list, "t": tuple, "z": frozenset, "S": set}[tag](items)
+        if tag == "d":
+            return {decode(k): decode(v) for k, v in data[1]}
+        return decode_plain(data)
+
+    def target(request):
+        return objects[request["handle"]]
+
+    def error(exc):
+        bases = [c.__name__ for c in type(exc).__mro__ if getattr(builtins, c.__name__, None) is c]
+        try:
+            text = str(exc)[:2000]
+        except BaseException:
+            text = "(its message could not be printed)"
+        return {"error": [type(exc).__name__, bases, text]}
+
+    def answer(request):
+        op = request["op"]
+        if op == "exec":
+            exec(compile(request["source"], request["filename"], "exec"), namespace)
+            return {"value": ["n"]}
+        if op == "names":
+            return {"value": encode([(name, value) for name, value in list(namespace.items())
+                                     if not (name.startswith("__") and name.endswith("__"))])}
+        obj = target(request)
+        if op == "call":
+            args = [decode(a) for a in request["args"]]
+            kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
+            return {"value": encode(obj(*args, **kwargs))}
+        if op == "getattr":
+            return {"value": encode(getattr(obj, request["attr"]))}
+        if op == "setattr":
+            setattr(obj, request["attr"], decode(request["value"]))
+            return {"value": ["n"]}
+        if op == "getitem":
+            return {"value": encode(obj[decode(request["key"])])}
+        if op == "contains":
+            return {"value": encode(decode(request["key"]) in obj)}
+        if op == "len":
+            return {"value": encode(len(obj))}
+        if op == "bool":
+            return {"value": encode(bool(obj))}
+        if op == "str":
+            return {"value": encode(str(obj))}
+        if op == "list":
+            return {"value": encode(list(obj))}
+        raise ValueError("unknown request " + repr(op))
+
+    if audit_hook:
+        install_audit_hook(work)
+    while True:
+        try:
+            request = read_frame(requests_fd)
+        except EOFError:
+            os._exit(0)
+        try:
+            reply = answer(request)
+        except BaseException as exc:
+            if request.get("op") == "exec":
+                import traceback
+                sys.__stdout__.flush()
+                traceback.print_exc(file=sys.__stderr__)
+            reply = error(exc)
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        write_frame(answers_fd, reply)
+
+
+# ------------------------------------------------------------------------------------- the judge's side
+
+
+class CandidateError(Exception):
+    """An exception the candidate's code raised that is no builtin exception (its name and message)."""
+
+
+class CandidateExit(BaseException):
+    """The candidate's code raised SystemExit, KeyboardInterrupt or GeneratorExit."""
+
+
+class CandidateGone(BaseException):
+    """The candidate's process ended, or answered out of protocol: the run fails."""
+
+
+def decode_plain(data):
+    tag = data[0]
+    if tag == "n":
+        return None
+    if tag in ("T", "F"):
+        return tag == "T"
+    if tag == "i":
+        return int(data[1], 16)
+    if tag == "f":
+        return float.fromhex(data[1])
+    if tag == "c":
+        return complex(float.fromhex(data[1]), float.fromhex(data[2]))
+    if tag == "s" and type(data[1]) is str:
+        return data[1]
+    if tag == "b":
+        return bytes.fromhex(data[1])
+    if tag == "y":
+        return bytearray.fromhex(data[1])
+    if tag == "D":
+        import decimal
+        return decimal.Decimal(data[1])
+    if tag == "Q":
+        import fractions
+        return fractions.Fraction(int(data[1], 16), int(data[2], 16))
+    raise ValueError("unknown value tag " + repr(tag))
+
+
+def judge_main(report_fd, config):
+    """J: forks P, then runs the setup in P and each test here; writes the verdict to report_fd."""
+    job = read_frame(0, limit=1 << 62)  # the code only: P is forked before the tests are read
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_fd)
+        candidate_main(requests_read, answers_write, config["audit_hook"], os.getcwd())
+    os.close(requests_read)
+    os.close(answers_write)
+    tests = read_frame(0, limit=1 << 62)
+    os.close(0)
+    status, detail = judge(requests_write, answers_read, job["code"], tests)
+    if status != "passed":
+        os.close(requests_write)  # P reads EOF and exits; a P that does not is ended with the sandbox
+        status, detail = why_p_ended(pid, status, detail)
+    write_frame(report_fd, {"status": status, "detail": detail})
+    os.close(report_fd)
+
+
+def why_p_ended(pid, status, detail):
+    """A signal that ended P names the status: SIGXCPU is the CPU limit, SIGKILL a memory or kill limit.
+    P exits within a few ms of J closing its pipe; one still running after 100 ms is left to the
+    sandbox's end."""
+    import signal
+    import time
+
+    for _ in range(100):
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.001)
+    else:
+        return status, detail
+    if not os.WIFSIGNALED(code):
+        return status, detail
+    sig = os.WTERMSIG(code)
+    if sig == signal.SIGXCPU:
+        return "timeout", "CPU limit reached (SIGXCPU)\n" + detail
+    name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+    return "killed", "the candidate's process was killed by " + name + "\n" + detail
+
+
+def judge(requests_fd, answers_fd, code, tests):
+    def ask(request):
+        try:
+            write_frame(requests_fd, request)
+            reply = read_frame(answers_fd)
+        except (EOFError, OSError) as e:
+            raise CandidateGone("the candidate's process ended (" + type(e).__name__ + ")") from None
+        except ValueError as e:
+            raise CandidateGone("the candidate's process answered out of protocol: " + str(e)) from None
+        if not isinstance(reply, dict):
+            raise CandidateGone("the candidate's process answered out of protocol")
+        if "error" in reply:
+            raise_candidate_error(reply["error"])
+        try:
+            return decode(reply["value"])
+        except (KeyError, IndexError, TypeError, ValueError, RecursionError) as e:
+            raise CandidateGone("the candidate's process answered out of protocol: " + repr(e)[:200]) from None
+
+    class Remote:
+        """A handle to an object of the candidate's; every operation runs in P."""
+        __slots__ = ("_handle",)
+
+        def __init__(self, handle):
+            object.__setattr__(self, "_handle", handle)
+
+        def _ask(self, op, **fields):
+            return ask(dict(op=op, handle=object.__getattribute__(self, "_handle"), **fields))
+
+        def __call__(self, *args, **kwargs):
+            return self._ask("call", args=[encode(a) for a in args],
+                             kwargs={str(k): encode(v) for k, v in kwargs.items()})
+
+        def __getattr__(self, attr):
+            return self._ask("getattr", attr=attr)
+
+        def __setattr__(self, attr, value):
+            self._ask("setattr", attr=attr, value=encode(value))
+
+        def __getitem__(self, key):
+            return self._ask("getitem", key=encode(key))
+
+        def __contains__(self, key):
+            return self._ask("contains", key=encode(key)) is True
+
+        def __len__(self):
+            n = self._ask("len")
+            if type(n) is not int:
+                raise TypeError("len() of the candidate's object is not an int")
+            return n
+
+        def __bool__(self):
+            return self._ask("bool") is True
+
+        def __iter__(self):
+            items = self._ask("list")
+            if type(items) is not list:
+                raise TypeError("list() of the candidate's object is not a list")
+            return iter(items)
+
+        def __str__(self):
+            text = self._ask("str")
+            if type(text) is not str:
+                raise TypeError("str() of the candidate's object is not a str")
+            return text
+
+        def __repr__(self):
+            return "<the candidate's object #" + str(object.__getattribute__(self, "_handle")) + ">"
+
+        def __eq__(self, other):
+            return self is other  # one Remote per handle (remotes below)
+
+        def __ne__(self, other):
+            return self is not other
+
+        def __hash__(self):
+            return object.__getattribute__(self, "_handle")
+
+    remotes = {}
+
+    def decode(data, depth=0):
+        if depth > MAX_DEPTH or type(data) is not list or not data:
+            raise ValueError("malformed value")
+        tag = data[0]
+        if tag == "h":
+            if type(data[1]) is not int:
+                raise ValueError("malformed handle")
+            return remotes.setdefault(data[1], Remote(data[1]))
+        if tag in ("l", "t", "z", "S"):
+            items = [decode(v, depth + 1) for v in data[1]]
+            return {"l": list, "t": tuple, "z": frozenset, "S": set}[tag](items)
+        if tag == "d":
+            return {decode(k, depth + 1): decode(v, depth + 1) for k, v in data[1]}
+        return decode_plain(data)
+
+    def encode(value, depth=0):
+        if depth > MAX_DEPTH:
+            raise ValueError("a value nested deeper than " + str(MAX_DEPTH))
+        kind = type(value)
+        if kind is Remote:
+            return ["h", object.__getattribute__(value, "_handle")]
+        if value is None:
+            return ["n"]
+        if kind is bool:
+            return ["T" if value else "F"]
+        if kind is int:
+            return ["i", format(value, "x")]
+        if kind is float:
+            return ["f", value.hex()]
+        if kind is complex:
+            return ["c", value.real.hex(), value.imag.hex()]
+        if kind is str:
+            return ["s", value]
+        if kind is bytes:
+            return ["b", value.hex()]
+        if kind is bytearray:
+            return ["y", bytes(value).hex()]
+        tags = {list: "l", tuple: "t", frozenset: "z", set: "S"}
+        if kind in tags:
+            return [tags[kind], [encode(v, depth + 1) for v in value]]
+        if kind is dict:
+            return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]]
+        if kind.__module__ + "." + kind.__qualname__ == "decimal.Decimal":
+            return ["D", str(value)]
+        if kind.__module__ + "." + kind.__qualname__ == "fractions.Fraction":
+            return ["Q", format(value.numerator, "x"), format(value.denominator, "x")]
+        if isinstance(value, (tuple, list, dict, int, str)):  # namedtuple, Counter, IntEnum of the test's
+            base = next(b for b in (tuple, list, dict, int, str) if isinstance(value, b))
+            return encode(base(value), depth)
+        raise TypeError("the test passes a " + kind.__name__ + " to the candidate: only plain data and the "
+                        "candidate's own objects cross into its process")
+
+    try:
+        ask({"op": "exec", "source": code, "filename": "<code>"})
+        if tests.get("setup"):
+            ask({"op": "exec", "source": tests["setup"], "filename": "<setup>"})
+        names = ask({"op": "names"})
+    except (Exception, CandidateExit) as e:
+        return "failed", "failed in <code> or <setup>: " + format_exception(e)
+    except CandidateGone as e:
+        return "failed", str(e) + ", before the tests ran"
+    allowed = set(tests.get("solution_names") or ())
+    namespace = {"__builtins__": builtins, "__name__": "__test__"}
+    for name, value in names if type(names) is list else ():
+        if type(name) is not str:
+            continue
+        if hasattr(builtins, name) and name not in allowed:
+            continue  # the builtin stays the builtin in the tests
+        namespace[name] = value
+    for i, source in enumerate(tests["tests"]):
+        filename = "<test " + str(i) + ">"
+        try:
+            exec(compile(source, filename, "exec"), namespace)
+        except CandidateGone as e:
+            return "failed", str(e) + ", in " + filename + ": " + source.strip()[:200]
+        except BaseException as e:
+            return "failed", format_exception(e) + "sandbox: failed in " + filename + ": " + source.strip()[:200]
+    return "passed", ""
+
+
+def raise_candidate_error(error):
+    try:
+        name, bases, text = error
+        name, text = str(name), str(text)
+    except (TypeError, ValueError):
+        raise CandidateGone("the candidate's process answered out of protocol") from None
+    for base in bases if isinstance(bases, list) else ():
+        cls = getattr(builtins, base, None) if isinstance(base, str) else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            if not issubclass(cls, Exception):
+                raise CandidateExit(name + ": " + text)
+            if cls.__name__ == name:
+                raise cls(text)
+            raise cls(name + ": " + text)
+    raise CandidateError(name + ": " + text)
+
+
+def format_exception(e):
+    import traceback
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+
+
+# ------------------------------------------------------------------------------------ the audit hook
+
+
+def install_audit_hook(work):
+    """A second layer inside the candidate's process (PEP 578), below the OS boundary: refuses creating
+    processes, signals, sockets that connect, native code (ctypes), tracing, rlimit changes and writes
+    outside the work folder. An audit hook is no boundary (native code gets past it); the namespaces,
+    mounts and seccomp filter around the process are."""
+    lstat, readlink, getcwd = posix.lstat, posix.readlink, posix.getcwd
+    str_, bytes_, int_, isinstance_ = str, bytes, int, isinstance
+    Denied = PermissionError
+    write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
+    refused = frozenset({
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
+        "os.killpg", "subprocess.Popen", "os.symlink", "resource.setrlimit", "resource.prlimit",
+        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.setprofile", "sys.settrace",
+    })
+    refused_modules = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters"})
+    writes = frozenset({"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime",
+                        "os.truncate", "os.rename", "os.link", "os.setxattr", "os.removexattr"})
+
+    def exact(text):
+        if isinstance_(text, str_):
+            text = str_.encode(text, "utf-8", "surrogateescape")
+        if isinstance_(text, bytes_):
+            return bytes_.decode(text, "utf-8", "surrogateescape")
+        return None
+
+    def resolve(path, depth=0):
+        if depth > 40:
+            raise Denied("sandbox: too many levels of symlinks")
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        parts = []
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(part)
+            current = "/" + "/".join(parts)
+            try:
+                mode = lstat(current).st_mode
+            except OSError:
+                continue
+            if mode & 0o170000 == 0o120000:
+                link = readlink(current)
+                base = "/" + "/".join(parts[:-1])
+                parts = [p for p in resolve(link if link.startswith("/") else base + "/" + link,
+                                            depth + 1).split("/") if p]
+        return "/" + "/".join(parts)
+
+    def inside(path):
+        return path == work or path.startswith(work + "/") or path == "/dev/null"
+
+    def hook(event, args):
+        if event == "open":
+            path, flags = args[0], args[2]
+            if isinstance_(path, int_) or not (isinstance_(flags, int_) and int_.__index__(flags) & write_flags):
+                return
+            path = exact(path)
+            if path is None or not inside(resolve(path)):
+                raise Denied("sandbox: writing outside the work folder is not allowed")
+        elif event in refused or event.startswith("ctypes."):
+            raise Denied("sandbox: " + event + " is not allowed")
+        elif event == "import" and (exact(args[0]) or "").partition(".")[0] in refused_modules:
+            raise Denied("sandbox: import of " + exact(args[0]) + " is not allowed")
+        elif event.startswith("socket.") and event != "socket.__new__":
+            raise Denied("sandbox: network (" + event + ") is not allowed")
+        elif event in writes:
+            path = exact(args[0]) if args else None
+            if path is not None and not inside(resolve(path)):
+                raise Denied("sandbox: " + event + " outside the work folder is not allowed")
+
+    sys.addaudithook(hook)
+
+
+def set_limits(limits):
+    for name, soft, hard in limits:
+        which = getattr(resource, name)
+        current = resource.getrlimit(which)[1]
+        if current != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current), min(hard, current)
+        resource.setrlimit(which, (soft, hard))
+
+
+if __name__ == "__main__":
+    _config = json.loads(sys.argv[2])
+    set_limits(_config["limits"])
+    judge_main(int(sys.argv[1]), _config)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
