@@ -13,10 +13,8 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -527,11 +525,15 @@ def test_native_code_cannot_escape_or_forge(tmp_path, world_dir, user_run, audit
     code = textwrap.dedent(f"""
         import base64, importlib.machinery, importlib.util, os, sqlite3, time
         open('attack.so', 'wb').write(base64.b64decode({base64.b64encode(so).decode()!r}))
-        for load in (lambda: sqlite3.connect(':memory:').enable_load_extension(True) or None,
-                     lambda: (lambda c: (c.enable_load_extension(True), c.load_extension(os.path.abspath('attack.so'))))(sqlite3.connect(':memory:')),
-                     lambda: importlib.util.module_from_spec(importlib.util.spec_from_file_location(
-                         'attack', os.path.abspath('attack.so'),
-                         loader=importlib.machinery.ExtensionFileLoader('attack', os.path.abspath('attack.so'))))):
+        path = os.path.abspath('attack.so')
+        def by_sqlite():
+            connection = sqlite3.connect(':memory:')
+            connection.enable_load_extension(True)
+            connection.load_extension(path)
+        def by_importlib():
+            loader = importlib.machinery.ExtensionFileLoader('attack', path)
+            importlib.util.module_from_spec(importlib.util.spec_from_file_location('attack', path, loader=loader))
+        for load in (by_sqlite, by_importlib):
             try:
                 load()
             except BaseException as e:
