@@ -7,8 +7,8 @@ Each run gets new user, PID, mount, IPC, UTS, cgroup and network namespaces (`bw
 of /usr (and the interpreter's own prefix where it lies elsewhere), a minimal /dev, a 1 MB /dev/shm, no
 /proc, and one writable work folder that is a tmpfs of `work_mb` inside the sandbox: nothing the run writes
 reaches the host's disk, and all of it is gone with the run. The network namespace has only its own
-loopback. bwrap's PID 1 ends every process of the namespace when the judge exits, and `--die-with-parent`
-ends the namespace when the host kills bwrap at the deadline.
+loopback. The judge is the namespace's PID 1 (`--as-pid-1`): when it exits, the kernel ends every other
+process of the run; `--die-with-parent` ends it when bwrap dies.
 
 The seccomp filter (built with libseccomp, the library systemd, Docker and Flatpak use) refuses with EPERM
 the system calls a test run has no use for: mounts and namespaces, tracing and reading other processes'
@@ -127,7 +127,10 @@ def bwrap_argv(python: str, seccomp_fd: int, work_mb: int, work: str, env: dict[
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise BoundaryUnavailable(f"bubblewrap (bwrap) is not on PATH; {INSTALL_HINT}")
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+    # --as-pid-1: the judge is the namespace's init, so its exit ends every other process of the run at
+    # once (no reaper in between), and no process of the run can signal it (init ignores signals from
+    # inside its namespace that it has no handler for).
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--as-pid-1",
             "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):

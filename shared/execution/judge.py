@@ -148,10 +148,9 @@ def candidate_main(requests_fd, answers_fd, audit_hook, work):
 
     def answer(request):
         op = request["op"]
-        if op == "exec":
-            exec(compile(request["source"], request["filename"], "exec"), namespace)
-            return {"value": ["n"]}
-        if op == "names":
+        if op == "start":  # the code, then the setup; answers with the names they defined
+            for source, filename in request["steps"]:
+                exec(compile(source, filename, "exec"), namespace)
             return {"value": encode([(name, value) for name, value in list(namespace.items())
                                      if not (name.startswith("__") and name.endswith("__"))])}
         obj = target(request)
@@ -188,7 +187,7 @@ def candidate_main(requests_fd, answers_fd, audit_hook, work):
         try:
             reply = answer(request)
         except BaseException as exc:
-            if request.get("op") == "exec":
+            if request.get("op") == "start":
                 import traceback
                 sys.__stdout__.flush()
                 traceback.print_exc(file=sys.__stderr__)
@@ -419,10 +418,8 @@ def judge(requests_fd, answers_fd, code, tests):
                         "candidate's own objects cross into its process")
 
     try:
-        ask({"op": "exec", "source": code, "filename": "<code>"})
-        if tests.get("setup"):
-            ask({"op": "exec", "source": tests["setup"], "filename": "<setup>"})
-        names = ask({"op": "names"})
+        # one round trip: every hop between processes waits for a CPU on a busy machine
+        names = ask({"op": "start", "steps": [[code, "<code>"], [tests.get("setup") or "", "<setup>"]]})
     except (Exception, CandidateExit) as e:
         return "failed", "failed in <code> or <setup>: " + format_exception(e)
     except CandidateGone as e:
