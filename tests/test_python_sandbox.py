@@ -756,3 +756,28 @@ def test_fork_bomb_is_capped_and_leaves_nothing(audit_hook):
     assert forked == 0 if audit_hook else 0 < forked < MAX_PROCESSES
     assert _survivors("sleep 1013") == {}
     assert run_tests("x = 1", ["assert x == 1"]).passed  # the host still runs sandboxes
+
+
+def test_messages_round_trip_and_malformed_ones_are_refused():
+    """unpack() reads what the candidate's process sends: anything but a well-formed message is a ValueError."""
+    import random
+
+    from shared.execution.judge import pack, unpack
+
+    message = {"op": "call", "args": [["i", "-ff"], ["s", "é\ud800"], None, True, [[], {}]], "n": 2**70}
+    assert unpack(pack(message)) == message
+    data = pack(message)
+    for cut in range(len(data)):
+        with pytest.raises(ValueError):
+            unpack(data[:cut])
+    with pytest.raises(ValueError):
+        unpack(b"L\xff\xff\xff\xff")  # a count larger than the bytes left: refused before any allocation
+    with pytest.raises(ValueError):
+        unpack(b"L\x00\x00\x00\x01" * 1000 + b"N")  # nested too deeply
+    rng = random.Random(0)
+    for _ in range(2000):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+        try:
+            unpack(blob)
+        except ValueError:
+            pass

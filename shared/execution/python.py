@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.execution.boundary import BoundaryUnavailable, bwrap_argv, check_boundary, python_for, seccomp_program
+from shared.execution.judge import pack, unpack
 
 __all__ = ["BoundaryUnavailable", "PyResult", "run_tests"]
 
@@ -111,7 +112,7 @@ def run_tests(
     config = {"limits": _limits(timeout_s, memory_mb), "audit_hook": audit_hook}
     frames = [{"code": code}, {"setup": setup, "tests": list(tests), "solution_names": sorted(solution_names)}]
     try:
-        sandbox = _take_sandbox(python, uid, json.dumps(config), opted_out)
+        sandbox = _take_sandbox(python, uid, pack(config).hex(), opted_out)
     except OSError as e:
         return PyResult(False, "error", f"sandbox could not start: {e}")
     try:
@@ -119,7 +120,7 @@ def run_tests(
         tail = _tail(sandbox.output)
     finally:
         sandbox.close()
-    threading.Thread(target=_refill_pool, args=(python, uid, json.dumps(config), opted_out), daemon=True).start()
+    threading.Thread(target=_refill_pool, args=(python, uid, pack(config).hex(), opted_out), daemon=True).start()
     return _result(report, returncode, timed_out, timeout_s, tail)
 
 
@@ -242,7 +243,7 @@ def _start(python: str, uid: int | None, config: str, opted_out: bool) -> _Sandb
 
 
 def _run(sandbox: _Sandbox, frames: list[dict], timeout_s: float) -> tuple[dict | None, int | None, bool]:
-    data = b"".join(len(b).to_bytes(_HEADER, "big") + b for b in (json.dumps(f).encode() for f in frames))
+    data = b"".join(len(b).to_bytes(_HEADER, "big") + b for b in (pack(f) for f in frames))
     start = time.monotonic()
     if len(data) <= _PIPE_BYTES:  # fits the empty pipe: the write cannot block
         _feed(sandbox.proc.stdin, data)
@@ -311,8 +312,8 @@ def _read_report(fd: int, wait_s: float = 2.0) -> dict | None:
     if len(data) < _HEADER or int.from_bytes(data[:_HEADER], "big") != len(data) - _HEADER:
         return None
     try:
-        report = json.loads(data[_HEADER:])
-    except ValueError:
+        report = unpack(data[_HEADER:])
+    except (ValueError, UnicodeDecodeError):
         return None
     return report if isinstance(report, dict) and isinstance(report.get("detail"), str) else None
 
