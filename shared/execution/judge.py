@@ -349,8 +349,28 @@ def judge_main(report_fd, config):
     if status != "passed":
         os.close(requests_write)  # P reads EOF and exits; a P that does not is ended with the sandbox
         status, detail = why_p_ended(pid, status, detail)
+    end_the_others()
     write_frame(report_fd, {"status": status, "detail": detail})
     os.close(report_fd)
+
+
+def end_the_others():
+    """As the namespace's PID 1, SIGKILLs every other process of the run and reaps it, so that nothing of
+    the run is left when the verdict reaches the host. Outside a namespace (the opt-out) the judge is not
+    PID 1 and kill(-1) would reach the user's every process: it leaves that to the host."""
+    if os.getpid() != 1:
+        return
+    try:
+        os.kill(-1, 9)  # every process of the namespace but PID 1 itself
+    except OSError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def why_p_ended(pid, status, detail):

@@ -44,7 +44,9 @@ a core and `memory_mb` of memory (plus the 64 MB work folder) per concurrent run
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import marshal
 import math
 import os
 import select
@@ -139,9 +141,45 @@ def _limits(timeout_s: float, memory_mb: int) -> list[tuple[str, int, int]]:
     ]
 
 
+# The judge arrives on stdin, not as `-c` source: compiling its 27 KB each start cost ~13 ms of CPU on 2
+# busy cores. It comes as a code object where the sandbox's interpreter reads this one's bytecode (the
+# same magic number), else as source.
+_BOOTSTRAP = (
+    "import marshal, os\n"
+    "def read(n):\n"
+    "    data = b''\n"
+    "    while len(data) < n:\n"
+    "        chunk = os.read(0, n - len(data))\n"
+    "        if not chunk:\n"
+    "            os._exit(3)\n"
+    "        data += chunk\n"
+    "    return data\n"
+    "blob = read(int.from_bytes(read(8), 'big'))\n"
+    "exec(marshal.loads(blob[1:]) if blob[:1] == b'C' else compile(blob[1:], 'judge.py', 'exec'))\n"
+)
+
+
 @functools.cache
-def _judge_source() -> str:
-    return _JUDGE.read_text(encoding="utf-8")
+def _judge_frame(python: str, uid: int | None) -> bytes:
+    source = _JUDGE.read_bytes()
+    if _magic_number(python, uid) == importlib.util.MAGIC_NUMBER:
+        blob = b"C" + marshal.dumps(compile(source, "judge.py", "exec"))
+    else:
+        blob = b"S" + source
+    return len(blob).to_bytes(_HEADER, "big") + blob
+
+
+@functools.cache
+def _magic_number(python: str, uid: int | None) -> bytes | None:
+    if python == sys.executable:
+        return importlib.util.MAGIC_NUMBER
+    user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+    try:
+        probe = subprocess.run([python, "-I", "-S", "-c", "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"],
+                               cwd="/", env={"PATH": _MINIMAL_PATH}, capture_output=True, text=True, timeout=30, **user)
+        return bytes.fromhex(probe.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 @dataclass
@@ -152,9 +190,10 @@ class _Sandbox:
     report_read: int
     info_read: int
     workdir: str | None  # the opt-out's host folder; None inside the boundary
+    exiting: bool = False  # the judge gave its verdict and ended the run's other processes
 
     def close(self) -> None:
-        if self.proc.returncode is None:  # an exception on the way: leave nothing running
+        if self.proc.returncode is None and not self.exiting:  # an exception on the way: leave nothing running
             _end_sandbox(self.proc, self.info_read)
             self.proc.wait()
         for fd in (self.report_read, self.info_read):
@@ -224,11 +263,17 @@ def _start(python: str, uid: int | None, config: str, opted_out: bool) -> _Sandb
         else:
             env.update(HOME=WORK, TMPDIR=WORK)
             argv, cwd = bwrap_argv(python, filter_read, WORK_MB, WORK, env, info_fd=info_write), "/"
-        argv += ["-I", "-S", "-B", "-c", _judge_source(), str(report_write), config]
+        argv += ["-I", "-S", "-B", "-c", _BOOTSTRAP, str(report_write), config]
         user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=output,
                                 stderr=subprocess.STDOUT, pass_fds=(report_write, filter_read, info_write),
                                 start_new_session=True, close_fds=True, umask=0o077, **user)
+        judge = _judge_frame(python, uid)
+        if len(judge) <= _PIPE_BYTES:
+            proc.stdin.write(judge)  # fits the empty pipe
+            proc.stdin.flush()
+        else:
+            threading.Thread(target=_feed, args=(proc.stdin, judge, False), daemon=True).start()
     except BaseException:
         for fd in keep:
             os.close(fd)
@@ -245,16 +290,44 @@ def _start(python: str, uid: int | None, config: str, opted_out: bool) -> _Sandb
 def _run(sandbox: _Sandbox, frames: list[dict], timeout_s: float) -> tuple[dict | None, int | None, bool]:
     data = b"".join(len(b).to_bytes(_HEADER, "big") + b for b in (pack(f) for f in frames))
     start = time.monotonic()
-    if len(data) <= _PIPE_BYTES:  # fits the empty pipe: the write cannot block
+    if len(data) <= _PIPE_BYTES - 50_000:  # fits beside a judge frame not read yet: the write cannot block
         _feed(sandbox.proc.stdin, data)
     else:
         threading.Thread(target=_feed, args=(sandbox.proc.stdin, data), daemon=True).start()
-    timed_out = not _wait_for_exit(sandbox.proc.pid, timeout_s - (time.monotonic() - start))
+    if sandbox.workdir is None:  # inside the boundary: the verdict comes after every other process is gone
+        report = _wait_for_verdict(sandbox, start + timeout_s)
+        if report is not None:
+            sandbox.exiting = True  # the judge exits next, and bwrap after it
+            threading.Thread(target=sandbox.proc.wait, daemon=True).start()
+            return report, None, False
+    timed_out = not _wait_for_exit(sandbox.proc.pid, max(0.0, timeout_s - (time.monotonic() - start)))
     if timed_out:
         _end_sandbox(sandbox.proc, sandbox.info_read)
     sandbox.proc.wait()
     report = None if timed_out else _read_report(sandbox.report_read)
     return report, sandbox.proc.returncode, timed_out
+
+
+def _wait_for_verdict(sandbox: _Sandbox, deadline: float) -> dict | None:
+    """The judge's verdict as soon as it is written (the judge, as PID 1, has already ended and reaped
+    every other process of the run), or None when bwrap exits first or the deadline passes."""
+    pidfd = os.pidfd_open(sandbox.proc.pid)
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([sandbox.report_read, pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            if sandbox.report_read in ready:
+                chunk = os.read(sandbox.report_read, 65536)
+                data += chunk
+                if len(data) >= _HEADER and len(data) - _HEADER >= int.from_bytes(data[:_HEADER], "big"):
+                    return _parse_report(data)
+                if chunk and len(data) < 1 << 20:
+                    continue
+                return None
+            if not ready or pidfd in ready:
+                return None
+    finally:
+        os.close(pidfd)
 
 
 def _wait_for_exit(pid: int, timeout_s: float) -> bool:
@@ -287,12 +360,14 @@ def _end_sandbox(proc: subprocess.Popen, info_read: int) -> None:
     _kill_group(proc.pid)
 
 
-def _feed(stdin, data: bytes) -> None:
+def _feed(stdin, data: bytes, close: bool = True) -> None:
     """Writes the code frame, then the tests frame, to the judge's stdin (a thread: a big job fills the pipe
     before the judge reads it, and the host must keep its deadline meanwhile)."""
     try:
         stdin.write(data)
-        stdin.close()
+        stdin.flush()
+        if close:
+            stdin.close()
     except (OSError, ValueError):
         pass  # the sandbox ended first (a bad start, or the deadline); its result says why
 
@@ -309,6 +384,10 @@ def _read_report(fd: int, wait_s: float = 2.0) -> dict | None:
         if not chunk:
             break
         data += chunk
+    return _parse_report(data)
+
+
+def _parse_report(data: bytes) -> dict | None:
     if len(data) < _HEADER or int.from_bytes(data[:_HEADER], "big") != len(data) - _HEADER:
         return None
     try:
