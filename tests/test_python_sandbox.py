@@ -781,3 +781,27 @@ def test_messages_round_trip_and_malformed_ones_are_refused():
             unpack(blob)
         except ValueError:
             pass
+
+
+def test_calls_asked_ahead_are_answered_in_order_and_the_rest_live():
+    # HumanEval's shape: check(candidate) with literal calls, a loop of computed ones, and an expected raise.
+    code = ("calls = []\ndef f(x, y=0):\n    calls.append(x)\n    if x < 0:\n        raise ValueError('neg')\n"
+            "    return x + y\ndef seen():\n    return list(calls)")
+    test = textwrap.dedent("""
+        def check(candidate):
+            assert candidate(1) == 1
+            assert candidate(2, y=3) == 5
+            for i in range(3):
+                assert candidate(i * 10) == i * 10
+            try:
+                candidate(-1)
+            except ValueError:
+                pass
+            else:
+                assert False
+            assert candidate(1) == 1
+        check(f)
+        assert seen() == [1, -1, 1, 2, 0, 10, 20], seen()
+    """)
+    result = run_tests(code, [test])
+    assert result.passed, result.detail

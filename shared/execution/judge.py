@@ -29,6 +29,11 @@ What a test may do with the candidate's objects (limits of the remote proxies, e
 - A test that passes a function or object of its own (a lambda) to the candidate fails: it cannot cross.
 - A name that is a Python builtin (`sorted`, `sum`) means the builtin in a test, even where the candidate
   defines one, unless the caller names it among the solution's names (MBPP task 126 asks for `sum`).
+- Calls asked ahead: P makes every call of the tests of the form `name(<literals>)` (one argument or more)
+  right after the setup, in the order they are written, and J hands the answers out as the tests make
+  those calls (one round trip instead of one per call). For the pure functions of HumanEval and MBPP that changes nothing; a candidate
+  whose answers depend on calls the tests make in between (state kept across calls) may answer otherwise,
+  and a call the tests would never reach is still made.
 """
 
 import builtins
@@ -238,11 +243,18 @@ def candidate_main(requests_fd, answers_fd, audit_hook, work):
 
     def answer(request):
         op = request["op"]
-        if op == "start":  # the code, then the setup; answers with the names they defined
+        if op == "start":  # the code, then the setup; the names they defined; then the calls asked ahead
             for source, filename in request["steps"]:
                 exec(compile(source, filename, "exec"), namespace)
-            return {"value": encode([(name, value) for name, value in list(namespace.items())
-                                     if not (name.startswith("__") and name.endswith("__"))])}
+            names = encode([(name, value) for name, value in list(namespace.items())
+                            if not (name.startswith("__") and name.endswith("__"))])
+            batch = []
+            for name, args in request.get("ahead") or ():
+                try:
+                    batch.append({"value": encode(namespace[name](*[decode(a) for a in args]))})
+                except BaseException as exc:
+                    batch.append(error(exc))
+            return {"value": names, "batch": batch}
         obj = target(request)
         if op == "call":
             args = [decode(a) for a in request["args"]]
@@ -397,14 +409,19 @@ def why_p_ended(pid, status, detail):
 
 
 def judge(requests_fd, answers_fd, code, tests):
-    def ask(request):
+    def exchange(request):
         try:
             write_frame(requests_fd, request)
-            reply = read_frame(answers_fd)
+            return read_frame(answers_fd)
         except (EOFError, OSError) as e:
             raise CandidateGone("the candidate's process ended (" + type(e).__name__ + ")") from None
         except ValueError as e:
             raise CandidateGone("the candidate's process answered out of protocol: " + str(e)) from None
+
+    def ask(request):
+        return settle(exchange(request))
+
+    def settle(reply):
         if not isinstance(reply, dict):
             raise CandidateGone("the candidate's process answered out of protocol")
         if "error" in reply:
@@ -425,8 +442,12 @@ def judge(requests_fd, answers_fd, code, tests):
             return ask(dict(op=op, handle=object.__getattribute__(self, "_handle"), **fields))
 
         def __call__(self, *args, **kwargs):
-            return self._ask("call", args=[encode(a) for a in args],
-                             kwargs={str(k): encode(v) for k, v in kwargs.items()})
+            args = [encode(a) for a in args]
+            kwargs = {str(k): encode(v) for k, v in kwargs.items()}
+            answered = ahead.get((object.__getattribute__(self, "_handle"), pack(args))) if not kwargs else None
+            if answered:
+                return settle(answered.pop(0))
+            return self._ask("call", args=args, kwargs=kwargs)
 
         def __getattr__(self, attr):
             return self._ask("getattr", attr=attr)
@@ -527,14 +548,21 @@ def judge(requests_fd, answers_fd, code, tests):
         raise TypeError("the test passes a " + kind.__name__ + " to the candidate: only plain data and the "
                         "candidate's own objects cross into its process")
 
+    allowed = set(tests.get("solution_names") or ())
+    # One round trip for the code, the setup and every call of the tests whose function is a plain name
+    # and whose arguments are literals (`assert candidate([1, 2], 0.5) == True`): on a busy machine each
+    # hop between processes waits for a CPU. P answers them in order; the tests take the answers as they
+    # make those calls, and make any other call live.
+    planned = plan_calls(tests["tests"], allowed)
+    ahead = {}  # (handle, packed arguments) -> [answers not yet taken]
     try:
-        # one round trip: every hop between processes waits for a CPU on a busy machine
-        names = ask({"op": "start", "steps": [[code, "<code>"], [tests.get("setup") or "", "<setup>"]]})
+        reply = exchange({"op": "start", "steps": [[code, "<code>"], [tests.get("setup") or "", "<setup>"]],
+                          "ahead": [[name, [encode(a) for a in args]] for name, args in planned]})
+        names = settle(reply)
     except (Exception, CandidateExit) as e:
         return "failed", "failed in <code> or <setup>: " + format_exception(e)
     except CandidateGone as e:
         return "failed", str(e) + ", before the tests ran"
-    allowed = set(tests.get("solution_names") or ())
     namespace = {"__builtins__": builtins, "__name__": "__test__"}
     for name, value in names if type(names) is list else ():
         if type(name) is not str:
@@ -542,6 +570,12 @@ def judge(requests_fd, answers_fd, code, tests):
         if hasattr(builtins, name) and name not in allowed:
             continue  # the builtin stays the builtin in the tests
         namespace[name] = value
+    batch = reply.get("batch")
+    if type(batch) is list and len(batch) == len(planned):
+        for (name, args), answer in zip(planned, batch):
+            if type(namespace.get(name)) is Remote:
+                key = (object.__getattribute__(namespace[name], "_handle"), pack([encode(a) for a in args]))
+                ahead.setdefault(key, []).append(answer)
     for i, source in enumerate(tests["tests"]):
         filename = "<test " + str(i) + ">"
         try:
@@ -551,6 +585,96 @@ def judge(requests_fd, answers_fd, code, tests):
         except BaseException as e:
             return "failed", format_exception(e) + "sandbox: failed in " + filename + ": " + source.strip()[:200]
     return "passed", ""
+
+
+MAX_CALLS_AHEAD = 200
+
+
+def plan_calls(sources, allowed):
+    """[(name, args)] of the calls in the tests that can be made ahead: `f(<literals>)` where f is a name
+    the tests do not define (the candidate's), or a parameter of a function of the tests that they call
+    with such a name (HumanEval's `def check(candidate): ...` then `check(entry_point)`). Uses the compiler's
+    own AST (no `ast` import) and evaluates only literals."""
+    import _ast
+
+    planned = []
+    for source in sources:
+        try:
+            tree = compile(source, "<test>", "exec", 0x400)  # PyCF_ONLY_AST
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        nodes = list(walk(tree))
+        defined = set()
+        for node in nodes:
+            if isinstance(node, (_ast.FunctionDef, _ast.ClassDef, _ast.AsyncFunctionDef)):
+                defined.add(node.name)
+            elif isinstance(node, _ast.Name) and isinstance(node.ctx, _ast.Store):
+                defined.add(node.id)
+            elif isinstance(node, _ast.alias):
+                defined.add((node.asname or node.name).partition(".")[0])
+            elif isinstance(node, _ast.arg):
+                defined.add(node.arg)
+        functions = {n.name: n for n in tree.body if isinstance(n, _ast.FunctionDef)}
+        bound = {}  # a parameter of a test function -> the candidate's name it is called with
+        for statement in tree.body:
+            call = getattr(statement, "value", None)
+            if (isinstance(statement, _ast.Expr) and isinstance(call, _ast.Call) and isinstance(call.func, _ast.Name)
+                    and call.func.id in functions and not call.keywords):
+                params = functions[call.func.id].args.args
+                for param, arg in zip(params, call.args):
+                    if isinstance(arg, _ast.Name) and arg.id not in defined:
+                        bound[param.arg] = arg.id
+        # with arguments only: a call without any reads state more often than it computes
+        calls = sorted((n for n in nodes if isinstance(n, _ast.Call) and isinstance(n.func, _ast.Name)
+                        and n.args and not n.keywords), key=lambda n: (n.lineno, n.col_offset))
+        for node in calls:  # in the order they are written
+            name = node.func.id
+            name = bound.get(name, None if name in defined else name)
+            if name is None or (hasattr(builtins, name) and name not in allowed):
+                continue
+            try:
+                args = [literal(a) for a in node.args]
+            except ValueError:
+                continue
+            planned.append((name, args))
+            if len(planned) >= MAX_CALLS_AHEAD:
+                return planned
+    return planned
+
+
+def walk(node):
+    import _ast
+
+    todo = [node]
+    while todo:
+        node = todo.pop()
+        yield node
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, _ast.AST):
+                todo.append(value)
+            elif isinstance(value, list):
+                todo.extend(v for v in value if isinstance(v, _ast.AST))
+
+
+def literal(node, depth=0):
+    """The value of a literal expression node: constants, tuples, lists, sets, dicts, signed numbers."""
+    import _ast
+
+    if depth > 50:
+        raise ValueError("too deep")
+    if isinstance(node, _ast.Constant) and type(node.value) in (int, float, complex, str, bytes, bool, type(None)):
+        return node.value
+    if isinstance(node, (_ast.Tuple, _ast.List, _ast.Set)):
+        items = [literal(e, depth + 1) for e in node.elts]
+        return tuple(items) if isinstance(node, _ast.Tuple) else items if isinstance(node, _ast.List) else set(items)
+    if isinstance(node, _ast.Dict) and None not in node.keys:
+        return {literal(k, depth + 1): literal(v, depth + 1) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, _ast.UnaryOp) and isinstance(node.op, (_ast.USub, _ast.UAdd)):
+        value = literal(node.operand, depth + 1)
+        if type(value) in (int, float, complex):
+            return -value if isinstance(node.op, _ast.USub) else value
+    raise ValueError("not a literal")
 
 
 def raise_candidate_error(error):
