@@ -361,8 +361,9 @@ def test_memory_bomb_fails(code):
     assert "MemoryError" in result.detail or result.status == "killed"
 
 
+@pytest.mark.parametrize("user_run", USERS, indirect=True)
 @pytest.mark.parametrize("audit_hook", BOTH_LAYERS)
-def test_memory_outside_the_address_space_limit_is_refused(audit_hook):
+def test_memory_outside_the_address_space_limit_is_refused(audit_hook, user_run):
     # memfd_create held 600 MB under a 256 MB limit before the seccomp filter; System V shared memory too.
     code = textwrap.dedent("""
         import os
@@ -384,8 +385,8 @@ def test_memory_outside_the_address_space_limit_is_refused(audit_hook):
         def held():
             return got
     """)
-    result = run_tests(code, ["assert held() == []"], memory_mb=256, audit_hook=audit_hook)
-    assert result.passed, result.detail
+    result = user_run(code, ["assert held() == []"], memory_mb=256, audit_hook=audit_hook)
+    assert result["passed"], result
 
 
 @pytest.mark.parametrize("user_run", USERS, indirect=True)
@@ -679,23 +680,27 @@ FORGERIES = {
             return [3, 1]
     """),
     "read the job for the expected answers": textwrap.dedent("""
-        import glob, os, sys
+        import glob, os, re, sys
         seen = []
-        for path in glob.glob('/**', recursive=True)[:20000]:
-            if path.startswith(('/usr', '/dev', '/etc', '/lib', '/bin', '/sbin')):
-                continue
-            try:
-                seen.append(open(path, errors='replace').read())
-            except OSError:
-                pass
+        def read(paths):
+            for path in paths:
+                if path.startswith(('/usr', '/dev', '/etc', '/lib', '/bin', '/sbin', '/proc', '/sys')):
+                    continue
+                try:
+                    seen.append(open(path, errors='replace').read())
+                except OSError:
+                    pass
+        read([os.path.abspath(p) for p in os.listdir('.')])
+        if not any('EXPECTED-ANSWER' in t for t in seen):
+            read(glob.glob('/**', recursive=True)[:5000])
         seen.append(' '.join(sys.argv))
         try:
             seen.append(os.read(0, 65536).decode(errors='replace'))
         except OSError:
             pass
-        found = [t for t in seen if 'EXPECTED-ANSWER' in t]
+        found = [m.group(1) for t in seen for m in [re.search('EXPECTED-ANSWER-([0-9]{4})', t)] if m]
         def solve(x):
-            return found[0].split('EXPECTED-ANSWER-')[1][:4] if found else 'none'
+            return found[0] if found else 'none'
     """),
     "a verdict written on every descriptor, then the judge killed": textwrap.dedent("""
         import os, signal
@@ -713,20 +718,27 @@ FORGERIES = {
             return 0
     """),
 }
-FORGED_TESTS = [
-    "import math\nassert math.isclose(solve(1), 2.5)",
-    "assert sorted(solve(2)) == [1, 2, 3]",
-    "assert solve(0) == 'EXPECTED-ANSWER-9731'[16:]",
-    "assert solve(3) == 7",
-]
+# Each forgery against the tests it was written to pass; each of the first seven passed the harness
+# this sandbox replaced (one process running code and tests, verdict by exit code).
+FORGED_TESTS = {
+    "os._exit(0) at import": ["assert solve(3) == 7"],
+    "replaced os._exit, print and stderr": ["assert solve(3) == 7"],
+    "frames walked to the harness": ["assert solve(3) == 7"],
+    "an exception whose __str__ exits": ["assert solve(3) == 7"],
+    "an object whose __eq__ is always true": ["assert solve(3) == 7", "assert solve(0) == 7"],
+    "shadowed sorted and replaced sys.modules['math']": [
+        "assert sorted(solve(2)) == [1, 2, 3]", "import math\nassert math.isclose(solve(1)[0], 2.5)"],
+    "read the job for the expected answers": ["assert solve(0) == 'EXPECTED-ANSWER-9731'[16:]"],
+    "a verdict written on every descriptor, then the judge killed": ["assert solve(3) == 7"],
+}
 
 
+@pytest.mark.parametrize("user_run", USERS, indirect=True)
 @pytest.mark.parametrize("audit_hook", BOTH_LAYERS)
 @pytest.mark.parametrize("name", list(FORGERIES))
-def test_forged_verdicts_score_as_failed(name, audit_hook):
-    result = run_tests(FORGERIES[name], FORGED_TESTS, audit_hook=audit_hook)
-    assert (result.passed, result.status) != (True, "passed"), result.detail
-    assert not result.passed
+def test_forged_verdicts_score_as_failed(name, audit_hook, user_run):
+    result = user_run(FORGERIES[name], FORGED_TESTS[name], audit_hook=audit_hook)
+    assert not result["passed"] and result["status"] != "passed", result
 
 
 def test_an_always_equal_object_passes_only_a_test_that_compares_it_with_itself():

@@ -43,7 +43,9 @@ Further layers:
 
 What it does NOT protect against: kernel exploits (the namespaces and seccomp filter shrink what the
 candidate can reach of the kernel, they do not remove it); reading world-readable files under /usr; using
-a core and `memory_mb` of memory (plus the 64 MB work folder) per concurrent run until the deadline.
+cores and memory until the deadline: `memory_mb` per process, and native code that forks past the audit
+hook may hold up to 32 processes of `memory_mb` each (no cgroup caps the run as a whole), plus the 64 MB
+work folder and up to 16 MB of output per process in the host's temporary output file.
 """
 
 from __future__ import annotations
