@@ -139,9 +139,12 @@ def bwrap_argv(python: str, seccomp_fd: int, work_mb: int, work: str, env: dict[
         elif os.path.isdir(top):
             argv += ["--ro-bind", top, top]
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
-    if not (prefix == "/usr" or prefix.startswith("/usr/")):
-        argv += ["--ro-bind", prefix, prefix]  # a pyenv or conda interpreter outside /usr
+    prefixes = {os.path.dirname(os.path.dirname(os.path.realpath(python)))}
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        prefixes.add(os.path.realpath(sys.base_prefix))  # a venv made with --copies: its stdlib lies there
+    for prefix in sorted(prefixes):
+        if not (prefix == "/usr" or prefix.startswith("/usr/")) and prefix != "/":
+            argv += ["--ro-bind", prefix, prefix]  # a pyenv or conda interpreter outside /usr
     for device in ("/dev/null", "/dev/zero", "/dev/urandom"):  # no /dev/shm, /dev/pts or tty
         argv += ["--dev-bind", device, device]
     argv += ["--size", str(work_mb * 1024 * 1024), "--tmpfs", work, "--chdir", work,
