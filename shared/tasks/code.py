@@ -34,6 +34,7 @@ class CodeTask:
         result = run_tests(
             prediction, example["tests"], setup=example.get("setup") or "",
             timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+            solution_names=_defined_names(example.get("output") or ""),
         )
         return {"correct": result.passed, "status": result.status, "detail": result.detail}
 
@@ -49,6 +50,19 @@ class CodeTask:
             "eval/py_pass_at_1": sum(d["correct"] for d in details) / n,
             "eval/py_syntax_ok": sum(_parses(p) for p in predictions) / n,
         }
+
+
+def _defined_names(reference: str) -> frozenset[str]:
+    """The functions and classes the reference solution defines: where one shadows a builtin (MBPP task
+    126's `sum`), the tests mean the solution's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        try:
+            tree = ast.parse(reference)
+        except (SyntaxError, ValueError):
+            return frozenset()
+    return frozenset(node.name for node in tree.body
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
 
 
 def _parses(code: str) -> bool:
