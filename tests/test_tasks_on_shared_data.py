@@ -73,8 +73,10 @@ def humaneval() -> list[dict]:
 
 def test_spider_gold_queries_score_perfectly_against_themselves(spider_dev):
     assert len(spider_dev) == 751
-    metrics = get_task("sql").score([e["answer"] for e in spider_dev], spider_dev)
-    assert metrics == {"eval/sql_exec_acc": 1.0, "eval/sql_exact_match": 1.0, "eval/sql_valid_rate": 1.0}
+    for match in ("spider", "strict"):
+        metrics = get_task("sql", match=match).score([e["answer"] for e in spider_dev], spider_dev)
+        assert metrics == {"eval/sql_exec_acc": 1.0, f"eval/sql_exec_acc_{match}": 1.0,
+                           "eval/sql_exact_match": 1.0, "eval/sql_valid_rate": 1.0}
 
 
 def test_sql_create_context_answers_score_perfectly_on_the_spider_databases():
@@ -97,13 +99,24 @@ def test_perturbed_spider_predictions_score_zero(spider_dev):
 
 
 def test_bmc2_records_without_database_score_on_their_schema():
-    # b-mc2/sql-create-context as it is (question/context/answer, no db): scored on empty tables built
-    # from the context. A few of its answers use columns its context lacks; those golds fail, and count
-    # as incorrect, so exec acc equals the share of golds that run.
-    records = _jsonl(_data_file("sql_create_context", "spider_intersect_val.jsonl"))
-    metrics = get_task("sql").score([r["answer"] for r in records], records)
+    # b-mc2/sql-create-context as it is (question/context/answer, no db): scored on 3 populated databases
+    # synthesized from the context. A few of its answers use columns its context lacks; those golds fail,
+    # and count as incorrect, so exec acc equals the share of golds that run.
+    records = _jsonl(_data_file("sql_create_context", "spider_intersect_val.jsonl"))[:200]
+    task = get_task("sql")
+    metrics = task.score([r["answer"] for r in records], records)
     assert metrics["eval/sql_exact_match"] == 1.0
-    assert metrics["eval/sql_exec_acc"] == metrics["eval/sql_valid_rate"] >= 0.95
+    assert metrics["eval/sql_exec_acc"] == metrics["eval/sql_valid_rate"] == 1.0
+    # The fixed wrong query `SELECT <first column> FROM <first table>` scored 0.685 on one empty database.
+    wrong = [_first_column_query(r["context"]) for r in records]
+    assert task.score(wrong, records)["eval/sql_exec_acc"] <= 0.05
+
+
+def _first_column_query(context: str) -> str:
+    import sqlglot
+
+    table = sqlglot.parse(context, read="sqlite")[0].this
+    return f"SELECT {table.expressions[0].name} FROM {table.this.name}"
 
 
 # ---------------------------------------------------------------------------------------------- Python
