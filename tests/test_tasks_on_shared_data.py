@@ -68,6 +68,14 @@ def humaneval() -> list[dict]:
     return _jsonl(_data_file("humaneval", "HumanEval.jsonl.gz"))
 
 
+@pytest.fixture(scope="module")
+def humaneval_examples() -> list[dict]:
+    """HumanEval read by the project's loader as the file is (prompt, test, entry_point)."""
+    from shared.data.loaders import load_file
+
+    return load_file(_data_file("humaneval", "HumanEval.jsonl.gz"), task="code")
+
+
 # ------------------------------------------------------------------------------------------------- SQL
 
 
@@ -145,6 +153,31 @@ def test_humaneval_canonical_solutions_pass(humaneval):
     solutions = [p["prompt"] + p["canonical_solution"] for p in humaneval]
     metrics = get_task("code").score(solutions, examples)
     assert len(humaneval) == 164 and metrics["eval/py_pass_at_1"] == 1.0
+
+
+def test_humaneval_through_the_loader_canonical_164_stubs_0(humaneval, humaneval_examples):
+    task = get_task("code")
+    assert len(humaneval_examples) == 164
+    # The canonical solution as a completion (HumanEval's harness runs prompt + completion) ...
+    completions = task.score([p["canonical_solution"] for p in humaneval], humaneval_examples)
+    assert completions["eval/py_pass_at_1"] == 1.0
+    # ... and whole programs; stubs, which passed 10 of 10 through a data.columns mapping, pass none.
+    sample = random.Random(0).sample(humaneval_examples, 40)
+    assert task.score([e["output"] for e in sample], sample)["eval/py_pass_at_1"] == 1.0
+    assert task.score(["def nothing():\n    pass\n"] * 40, sample)["eval/py_pass_at_1"] == 0.0
+
+
+def test_defog_golds_with_alternatives_are_scoreable():
+    from shared.data.loaders import load_file
+
+    root = _data_file("defog_sql_eval")
+    examples = load_file(root / "questions_gen_sqlite.csv", "sql", db_dir=root / "database", skip_missing_db=True)
+    with_alternatives = [e for e in examples if "alternatives" in e]
+    assert len(examples) == 190 and len(with_alternatives) == 56
+    task = get_task("sql")
+    assert task.score([e["answer"] for e in examples], examples)["eval/sql_exec_acc"] == 1.0
+    last = task.score([e["alternatives"][-1] for e in with_alternatives], with_alternatives)
+    assert last["eval/sql_exec_acc"] == 1.0
 
 
 def test_humaneval_stubs_fail(humaneval):
