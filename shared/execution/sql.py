@@ -110,23 +110,43 @@ def parse_sql(sql: str) -> list[exp.Expression]:
 
 def check_read_only_query(sql: str) -> str | None:
     """Why `sql` may not run (a short reason), or None when it is exactly one read-only query."""
+    return analyze_query(sql)[0]
+
+
+def analyze_query(sql: str) -> tuple[str | None, list[exp.Expression] | None]:
+    """(why `sql` may not run or None, its parsed statements or None) from one parse: the scorer needs
+    the check and, sometimes, exact match (same_sql) of every prediction; parsing is most of the time."""
     try:
         statements = parse_sql(sql)
+    except ValueError as e:
+        return str(e), None
+    try:
         if len(statements) != 1:
-            return f"expected exactly one statement, got {len(statements)}"
+            return f"expected exactly one statement, got {len(statements)}", statements
         query = _unwrap(statements[0])
         if not isinstance(query, _QUERY_TYPES):
-            return f"not a query: {type(query).__name__} statement"
+            return f"not a query: {type(query).__name__} statement", statements
         for node in query.walk():
             if isinstance(node, _FORBIDDEN_NODES):
-                return f"{type(node).__name__} inside a query"
+                return f"{type(node).__name__} inside a query", statements
             if isinstance(node, exp.Func) and _function_name(node) in DENIED_FUNCTIONS:
-                return f"function {_function_name(node)}() is not allowed"
-    except ValueError as e:
-        return str(e)
+                return f"function {_function_name(node)}() is not allowed", statements
     except RecursionError:
-        return "nested too deeply"
-    return None
+        return "nested too deeply", None
+    return None, statements
+
+
+def same_sql(sql: str, statements: list[exp.Expression] | None, golds: list[str]) -> bool:
+    """Exact match: normalize_sql(sql) equals that of a gold, with `statements` (analyze_query's) reused
+    and the rendering skipped when the plain texts already agree."""
+    plain = _plain(sql)
+    if any(plain == _plain(g) for g in golds):
+        return True
+    try:
+        normalized = _render(statements) if statements is not None else plain
+    except RecursionError:
+        normalized = plain
+    return any(normalized == normalize_sql(g) for g in golds)
 
 
 def run_query(db_path: str | Path, sql: str, timeout_s: float = 2.0, max_rows: int = 10_000,
@@ -194,8 +214,10 @@ def normalize_value(value):
     return value
 
 
+@functools.lru_cache(maxsize=65536)
 def has_order_by(sql: str) -> bool:
-    """True when the query's outermost statement has ORDER BY (the gold's row order is then part of it)."""
+    """True when the query's outermost statement has ORDER BY (the gold's row order is then part of it).
+    Cached: it is asked of the same golds at every evaluation."""
     try:
         statements = parse_sql(sql)
     except ValueError:
@@ -203,16 +225,22 @@ def has_order_by(sql: str) -> bool:
     return bool(statements) and _unwrap(statements[0]).args.get("order") is not None
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_sql(sql: str) -> str:
     """Canonical text for exact match: sqlglot's sqlite rendering, unquoted identifiers lower-cased,
     comments dropped. Text sqlglot cannot parse is lower-cased with whitespace collapsed."""
     try:
-        statements = parse_sql(sql)
-        return "; ".join(
-            s.sql(dialect=DIALECT, normalize=True, pretty=False, comments=False) for s in statements
-        )
+        return _render(parse_sql(sql))
     except (ValueError, RecursionError):
-        return " ".join(str(sql)[:MAX_SQL_CHARS].lower().strip().rstrip(";").split())
+        return _plain(sql)
+
+
+def _render(statements: list[exp.Expression]) -> str:
+    return "; ".join(s.sql(dialect=DIALECT, normalize=True, pretty=False, comments=False) for s in statements)
+
+
+def _plain(sql) -> str:
+    return " ".join(str(sql)[:MAX_SQL_CHARS].lower().strip().rstrip(";").split())
 
 
 def split_statements(text: str) -> list[str]:

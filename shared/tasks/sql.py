@@ -39,12 +39,16 @@ from __future__ import annotations
 from shared.execution.sql import (
     MATCH_MODES,
     SqlResult,
-    check_read_only_query,
+    analyze_query,
     has_order_by,
-    normalize_sql,
     results_match,
     run_query,
+    same_sql,
 )
+
+
+_GOLD_CACHE: dict[tuple, SqlResult] = {}
+_GOLD_CACHE_SIZE = 50_000  # results of at most 10,000 rows each; Spider's are ~3 rows on average
 
 
 class SqlTask:
@@ -62,9 +66,6 @@ class SqlTask:
         self.match = match
         self.databases = databases
         self.seed = seed
-        # Gold results by (database, gold SQL): evaluation repeats on the same examples every few hundred
-        # steps, and the gold never changes.
-        self._gold: dict[tuple[str, str], SqlResult] = {}
 
     def score_one(self, prediction: str, example: dict) -> dict:
         """{"correct", "exact_match", "executed" (the prediction ran), "error" (None when correct)}."""
@@ -99,14 +100,14 @@ class SqlTask:
         golds = _golds(example)
         if not isinstance(prediction, str):
             prediction = "" if prediction is None else str(prediction)
-        normalized = normalize_sql(prediction)
-        exact_match = any(normalized == normalize_sql(g) for g in golds)
-        verdict = {"correct": False, "exact_match": exact_match, "executed": False}
+        # One parse for the check and exact match (parsing is most of the scoring time). Exact match is
+        # rendered only where it can hold: the same query as a gold that runs gives the gold's result.
+        reason, statements = analyze_query(prediction)
+        verdict = {"correct": False, "exact_match": False, "executed": False}
         try:
             dbs = self.databases_for(example)
         except ValueError as e:
-            return verdict | {"error": f"schema: {e}"}
-        reason = check_read_only_query(prediction)
+            return verdict | {"error": f"schema: {e}", "exact_match": same_sql(prediction, statements, golds)}
         if reason is not None:
             return verdict | {"error": f"refused: {reason}"}
         preds = []
@@ -125,17 +126,23 @@ class SqlTask:
                 continue
             ordered = has_order_by(gold_sql)
             if all(results_match(p.rows, g.rows, ordered, self.match) for p, g in zip(preds, results, strict=True)):
-                return verdict | {"correct": True, "error": None}
+                return verdict | {"correct": True, "error": None,
+                                  "exact_match": same_sql(prediction, statements, golds)}
             gold_error = gold_error or ""
         if gold_error:
-            return verdict | {"error": f"gold failed: {gold_error}"}
+            return verdict | {"error": f"gold failed: {gold_error}",
+                              "exact_match": same_sql(prediction, statements, golds)}
         return verdict | {"error": "different result"}
 
     def _gold_result(self, db: str, gold_sql: str) -> SqlResult:
-        key = (db, gold_sql)
-        if key not in self._gold:
-            self._gold[key] = run_query(db, gold_sql, self.timeout_s, self.max_rows)
-        return self._gold[key]
+        """Cached for the process (evaluation repeats on the same examples at every rung, a new task object
+        each time, and neither gold nor database changes), up to _GOLD_CACHE_SIZE results."""
+        key = (db, gold_sql, self.timeout_s, self.max_rows)
+        if key not in _GOLD_CACHE:
+            if len(_GOLD_CACHE) >= _GOLD_CACHE_SIZE:
+                _GOLD_CACHE.clear()
+            _GOLD_CACHE[key] = run_query(db, gold_sql, self.timeout_s, self.max_rows)
+        return _GOLD_CACHE[key]
 
 
 def summarize(details: list[dict], match: str) -> dict[str, float]:

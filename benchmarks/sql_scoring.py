@@ -1,0 +1,216 @@
+"""SQL scoring speed and agreement, side by side with the official Spider evaluator on the same predictions.
+
+    python -m benchmarks.sql_scoring --official /path/to/test-suite-sql-eval     # ~3 min on 2 cores
+    python -m benchmarks.sql_scoring --official ... --limit 100 --json-out sql_scoring.json
+
+The official evaluator is taoyds/test-suite-sql-eval (Apache-2.0), not shipped here: clone it
+(`git clone https://github.com/taoyds/test-suite-sql-eval`) and `pip install -e .[spider-eval]` (its
+exec_eval.py imports sqlparse). Without --official (or $SPIDER_EVAL_DIR) only the project's rows are
+measured, and the table says why the others are missing. Nothing is downloaded at run time.
+
+Predictions: the gold of each of the 751 Spider dev questions in ../shared/data/spider plus perturbations of
+it made with sqlglot (columns reversed, DISTINCT toggled, ORDER BY direction flipped, a constant changed,
+the first WHERE condition dropped, LIMIT 1 added, MIN/MAX swapped, COUNT(*) -> COUNT(DISTINCT ...)).
+Both scorers judge every prediction on the question's database: the project's SqlTask in the "spider"
+mode, and the official `eval_exec_match` with plug_value off and keep_distinct on (as `--keep_distinct`).
+Time is per example per database (one database per Spider question; 3 synthesized ones per
+sql-create-context record in the last row). The official runs on a temporary copy of the databases (it
+opens them read-write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shared.paths import shared_data_dir
+
+
+def perturbations(gold: str) -> dict[str, str]:
+    """Name -> a variant of the gold query (only those that apply)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(gold, read="sqlite")
+    except Exception:  # noqa: BLE001 - a gold sqlglot cannot read gets no variants
+        return {}
+    out: dict[str, str] = {}
+
+    def variant(name, change):
+        t = tree.copy()
+        try:
+            if change(t) is not False:
+                out[name] = t.sql(dialect="sqlite")
+        except Exception:  # noqa: BLE001
+            pass
+
+    def columns_reversed(t):
+        if not isinstance(t, exp.Select) or len(t.expressions) < 2:
+            return False
+        t.set("expressions", list(reversed(t.expressions)))
+
+    def distinct_toggled(t):
+        if not isinstance(t, exp.Select):
+            return False
+        t.set("distinct", None if t.args.get("distinct") else exp.Distinct())
+
+    def order_flipped(t):
+        if not t.args.get("order"):
+            return False
+        for o in t.args["order"].expressions:
+            o.set("desc", not o.args.get("desc"))
+
+    def constant_changed(t):
+        lit = next(iter(t.find_all(exp.Literal)), None)
+        if lit is None:
+            return False
+        if lit.is_string:
+            lit.replace(exp.Literal.string(lit.this + "x"))
+        else:
+            lit.replace(exp.Literal.number(float(lit.this) + 1 if "." in lit.this else int(lit.this) + 1))
+
+    def where_dropped(t):
+        w = t.find(exp.Where)
+        if w is None:
+            return False
+        if isinstance(w.this, exp.And):
+            w.set("this", w.this.this)
+        else:
+            w.pop()
+
+    def limit_added(t):
+        if not isinstance(t, exp.Select) or t.args.get("limit"):
+            return False
+        t.set("limit", exp.Limit(expression=exp.Literal.number(1)))
+
+    def minmax_swapped(t):
+        n = t.find(exp.Max) or t.find(exp.Min)
+        if n is None:
+            return False
+        n.replace((exp.Min if isinstance(n, exp.Max) else exp.Max)(this=n.this.copy()))
+
+    def count_distinct(t):
+        c = t.find(exp.Count)
+        col = t.find(exp.Column)
+        if c is None or col is None or isinstance(c.this, exp.Distinct):
+            return False
+        c.set("this", exp.Distinct(expressions=[col.copy()]))
+
+    out["gold"] = gold
+    for name, change in [("columns_reversed", columns_reversed), ("distinct_toggled", distinct_toggled),
+                         ("order_flipped", order_flipped), ("constant_changed", constant_changed),
+                         ("where_dropped", where_dropped), ("limit_added", limit_added),
+                         ("minmax_swapped", minmax_swapped), ("count_distinct", count_distinct)]:
+        variant(name, change)
+    return out
+
+
+def _official(path: str | None):
+    """The official exec_eval module, or (None, why)."""
+    path = path or os.environ.get("SPIDER_EVAL_DIR")
+    if not path:
+        return None, "no --official checkout given (nor $SPIDER_EVAL_DIR)"
+    if not (Path(path) / "exec_eval.py").is_file():
+        return None, f"{path} holds no exec_eval.py"
+    sys.path.insert(0, str(Path(path).resolve()))
+    try:
+        import exec_eval
+    except ImportError as e:
+        return None, f"exec_eval does not import ({e}); pip install -e .[spider-eval]"
+    return exec_eval, None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sql_scoring", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--official", help="a checkout of taoyds/test-suite-sql-eval (or $SPIDER_EVAL_DIR)")
+    ap.add_argument("--limit", type=int, default=None, help="the first N Spider questions only")
+    ap.add_argument("--json-out", type=Path, help="also write every figure and every disagreement here")
+    args = ap.parse_args(argv)
+
+    from shared.data.loaders import load_file
+    from shared.tasks import sql as sql_task
+    from shared.tasks.sql import SqlTask
+
+    data = shared_data_dir()
+    if data is None:
+        print("error: ../shared/data is absent (set QLORA_SWEEP_SHARED_DATA)", file=sys.stderr)
+        return 2
+    examples = load_file(data / "spider" / "dev_14db.jsonl", "sql", db_dir=data / "spider" / "database")
+    examples = examples[: args.limit] if args.limit else examples
+    pairs = [(pred, ex) for ex in examples for pred in perturbations(ex["answer"]).values()]
+    print(f"{len(pairs)} predictions over {len(examples)} Spider dev questions", file=sys.stderr)
+
+    task = SqlTask(match="spider")
+    task.score_one("SELECT 1", examples[0])  # start the worker pool: a scorer lives across evaluations
+    start = time.perf_counter()
+    ours = [task.score_one(p, ex)["correct"] for p, ex in pairs]
+    ours_s = (time.perf_counter() - start) / len(pairs)
+    start = time.perf_counter()
+    for p, ex in pairs:
+        sql_task._GOLD_CACHE.clear()  # the gold runs again every time, as in the official
+        task.score_one(p, ex)
+    cold_s = (time.perf_counter() - start) / len(pairs)
+
+    records = [json.loads(line) for line in open(data / "sql_create_context" / "spider_intersect_val.jsonl")][:200]
+    synth_task = SqlTask(match="spider")
+    for r in records:  # synthesis is cached by schema; building it is not scoring
+        synth_task.databases_for(r)
+    start = time.perf_counter()
+    for r in records:
+        synth_task.score_one(r["answer"], r)
+    synth_s = (time.perf_counter() - start) / len(records) / synth_task.databases
+
+    official, why = _official(args.official)
+    figures = {"predictions": len(pairs), "questions": len(examples), "ours_s": ours_s, "ours_cold_s": cold_s,
+               "ours_synthesized_s": synth_s, "official": why or "ran"}
+    rows = [("project, spider mode (gold results cached, as at every rung)", ours_s),
+            ("project, spider mode (gold run every time)", cold_s),
+            ("project, 3 synthesized databases, per database", synth_s)]
+    if official is not None:
+        with tempfile.TemporaryDirectory(prefix="spider-official-") as tmp:
+            copies = {}
+            for ex in examples:
+                src = Path(ex["db_path"])
+                dst = Path(tmp) / src.parent.name / src.name
+                if src not in copies:
+                    dst.parent.mkdir(exist_ok=True)
+                    shutil.copy(src, dst)
+                    copies[src] = dst
+            start = time.perf_counter()
+            theirs = [bool(official.eval_exec_match(str(copies[Path(ex["db_path"])]), p, ex["answer"],
+                                                    plug_value=False, keep_distinct=True,
+                                                    progress_bar_for_each_datapoint=False))
+                      for p, ex in pairs]
+            official_s = (time.perf_counter() - start) / len(pairs)
+        agree = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        differ = [{"prediction": p, "gold": ex["answer"], "project": a, "official": b}
+                  for (p, ex), a, b in zip(pairs, ours, theirs, strict=True) if a != b]
+        figures |= {"official_s": official_s, "agreement": agree / len(pairs), "disagreements": differ}
+        rows.insert(0, ("official exec match (--keep_distinct)", official_s))
+
+    print(f"\n{'scorer':<52} {'ms / example / db':>18} {'vs official':>12}")
+    for name, seconds in rows:
+        ratio = f"{seconds / figures['official_s']:.2f}x" if "official_s" in figures else "-"
+        print(f"{name:<52} {seconds * 1000:>18.3f} {ratio:>12}")
+    if "agreement" in figures:
+        print(f"\nagreement with the official exec match: {figures['agreement']:.4f} "
+              f"({len(pairs) - len(figures['disagreements'])}/{len(pairs)}); "
+              f"{len(figures['disagreements'])} disagreements")
+        for d in figures["disagreements"][:10]:
+            print(f"  project={d['project']!s:<5} official={d['official']!s:<5} {d['prediction'][:110]}")
+    else:
+        print(f"\nofficial evaluator: not run ({why})")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
