@@ -181,3 +181,25 @@ def test_the_scoring_benchmark_runs_without_the_official_evaluator(tmp_path, cap
     assert main(["--limit", "3", "--json-out", str(tmp_path / "b.json")]) == 0
     printed = capsys.readouterr().out
     assert "ms / example / db" in printed and "official evaluator: not run" in printed
+
+
+@pytest.mark.shared_data
+def test_synthesized_databases_tell_near_miss_mutants_apart():
+    import json
+
+    from benchmarks.sql_scoring import mutant_separation, mutants
+    from shared.paths import shared_data_dir
+
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("../shared/data is absent")
+    assert set(mutants("SELECT max(age) FROM singer WHERE country = 'France' ORDER BY age DESC LIMIT 1",
+                       "CREATE TABLE singer (age INTEGER, country VARCHAR)")) == {
+        "constant", "dropped", "max_min", "asc_desc", "column"}
+    assert mutants("SELECT count(*) FROM singer", "CREATE TABLE singer (age INTEGER)")["count_distinct"] == (
+        "SELECT COUNT(DISTINCT age) FROM singer")
+    path = root / "sql_create_context" / "spider_intersect_val_executable.jsonl"
+    records = [json.loads(line) for line in open(path)]
+    counts = mutant_separation(records, lambda r: root / "spider" / "database" / r["db_id"] / f"{r['db_id']}.sqlite")
+    told, total = sum(t for t, _ in counts.values()), sum(n for _, n in counts.values())
+    assert total > 700 and told / total >= 0.9, counts

@@ -26,8 +26,8 @@ address-space limit (RLIMIT_AS, `memory_mb`, 512 MB by default), so a query that
 inside the worker ("out of memory") instead of growing the scorer (often a training worker). A worker
 stops its own query at `timeout_s` through SQLite's progress handler (checked every 1000 VM steps); a
 single long call that the handler cannot interrupt (a quadratic LIKE, `printf('%.*c', 1e9, 'x')`) is
-ended by the caller, which kills the worker at 1.25 x `timeout_s` and starts a fresh one, so every query
-returns within 1.5 x its limit. Results are capped inside the worker before they are sent: `max_rows`
+ended by the caller, which kills the worker at 1.15 x `timeout_s` + 50 ms and starts a fresh one (reaping
+and starting happen in the background), so every query returns within 1.5 x its limit. Results are capped inside the worker before they are sent: `max_rows`
 rows (more is a failure, not a truncation, since a truncated result could match by accident), 1 MB per
 value, and MAX_RESULT_BYTES (32 MB) for the whole result as sent, so the caller never holds more.
 """
@@ -69,7 +69,7 @@ from shared.execution.sqlite_worker import (  # noqa: F401 - the limits and the 
 DIALECT = "sqlite"
 MAX_SQL_CHARS = 20_000  # Spider's longest gold is ~600 characters; sqlglot parses 20 kB in ~0.15 s
 MEMORY_MB = 512  # address space of one worker: Python + sqlite3 take ~40 MB of it
-KILL_AFTER = 1.25  # the caller kills a worker that has not answered by KILL_AFTER x timeout_s
+KILL_AFTER = 1.15  # the caller kills a worker that has not answered by KILL_AFTER x timeout_s + 50 ms
 POOL_SIZE = 2
 MATCH_MODES = ("spider", "strict")
 
@@ -153,12 +153,30 @@ def same_sql(sql: str, statements: list[exp.Expression] | None, golds: list[str]
 def run_query(db_path: str | Path, sql: str, timeout_s: float = 2.0, max_rows: int = 10_000,
               memory_mb: int = MEMORY_MB, checked: bool = False) -> SqlResult:
     """Runs one checked read-only query in a pool worker; never raises for bad SQL, and returns within
-    1.5 x timeout_s whatever the query calls. `checked=True` skips the parse when the caller has just
+    1.5 x timeout_s whatever the query calls. `checked=True` skips the check when the caller has just
     had check_read_only_query pass the same text (the scorer runs one prediction on k databases)."""
-    reason = None if checked else check_read_only_query(sql)
-    if reason is not None:
-        return SqlResult(False, None, f"refused: {reason}")
-    return _pool(memory_mb).run((str(db_path), sql, float(timeout_s), int(max_rows)), timeout_s)
+    return run_queries([(db_path, sql)], timeout_s, max_rows, memory_mb, checked)[0]
+
+
+def run_queries(jobs: list[tuple[str | Path, str]], timeout_s: float = 2.0, max_rows: int = 10_000,
+                memory_mb: int = MEMORY_MB, checked: bool = False) -> list[SqlResult]:
+    """(database, query) pairs run in order by one worker, in one round trip (a gold and its prediction:
+    each trip costs ~0.5-2 ms of process wake-ups on a busy machine). Each query keeps its own limit: the
+    worker answers one by one and is killed when an answer is 1.15 x timeout_s late; queries after a
+    killed one come back "not run"."""
+    results: list[SqlResult | None] = [None] * len(jobs)
+    requests, where = [], []
+    for i, (db, sql) in enumerate(jobs):
+        reason = None if checked else check_read_only_query(sql)
+        if reason is not None:
+            results[i] = SqlResult(False, None, f"refused: {reason}")
+        else:
+            requests.append((str(db), sql, float(timeout_s), int(max_rows)))
+            where.append(i)
+    if requests:
+        for i, answer in zip(where, _pool(memory_mb).run(requests, timeout_s), strict=True):
+            results[i] = answer
+    return results
 
 
 def results_match(pred_rows: list[tuple], gold_rows: list[tuple], ordered: bool, mode: str = "strict") -> bool:
@@ -314,34 +332,41 @@ class _Worker:
             stderr=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True,
         )
 
-    def ask(self, request: tuple, wait_s: float) -> SqlResult | None:
-        """The worker's answer, or None when it gave none within wait_s (or died)."""
-        payload = pickle.dumps(request)
+    def ask(self, requests: list[tuple], wait_s: float) -> list[SqlResult]:
+        """The worker's answers, in order, each within wait_s of the one before (or of the request); fewer
+        than asked when one came late or the worker died."""
+        payload = pickle.dumps(requests)
         try:
             self.proc.stdin.write(struct.pack("!I", len(payload)) + payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            return None
+            return []
         fd = self.proc.stdout.fileno()
-        if not self.ready:  # a fresh worker imports for ~0.2 s (longer on a busy machine): not the query's time
+        if not self.ready:  # a fresh worker imports for ~40 ms (longer on a busy machine): not the query's time
             self.ready = _read_exact(fd, 1, time.monotonic() + 60.0) == b"R"
             if not self.ready:
-                return None
-        deadline = time.monotonic() + wait_s
-        header = _read_exact(fd, 4, deadline)
-        if header is None:
-            return None
-        (size,) = struct.unpack("!I", header)
-        if size > MAX_RESULT_BYTES + 4096:
-            return None
-        body = _read_exact(fd, size, deadline)
-        return None if body is None else SqlResult(*pickle.loads(body))
+                return []
+        answers: list[SqlResult] = []
+        for _ in requests:
+            deadline = time.monotonic() + wait_s
+            header = _read_exact(fd, 4, deadline)
+            if header is None:
+                break
+            (size,) = struct.unpack("!I", header)
+            body = _read_exact(fd, size, deadline) if size <= MAX_RESULT_BYTES + 4096 else None
+            if body is None:
+                break
+            answers.append(SqlResult(*pickle.loads(body)))
+        return answers
 
-    def kill(self) -> None:
+    def signal_kill(self) -> None:
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def kill(self) -> None:
+        self.signal_kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
@@ -367,20 +392,29 @@ class _Pool:
             self.all.add(worker)
         self.idle.put(worker)
 
-    def run(self, request: tuple, timeout_s: float) -> SqlResult:
+    def run(self, requests: list[tuple], timeout_s: float) -> list[SqlResult]:
         worker = self.idle.get()
-        answer = worker.ask(request, KILL_AFTER * timeout_s + 0.05)
-        if answer is not None:
+        answers = worker.ask(requests, KILL_AFTER * timeout_s + 0.05)
+        if len(answers) == len(requests):
             self.idle.put(worker)
-            return answer
+            return answers
         died = worker.proc.poll() is not None
+        worker.signal_kill()
+        # Reaping the old worker and forking a new one (slow from a big training process) happen after
+        # this query has returned.
+        threading.Thread(target=self._replace, args=(worker,), daemon=True).start()
+        if died:
+            answers.append(SqlResult(False, None, "sqlite worker died (out of memory?)"))
+        else:
+            answers.append(SqlResult(False, None, f"timeout after {timeout_s:g} s (worker killed)"))
+        skipped = SqlResult(False, None, "not run: an earlier query of its batch stopped the worker")
+        return answers + [skipped] * (len(requests) - len(answers))
+
+    def _replace(self, worker: _Worker) -> None:
         worker.kill()
         with self.lock:
             self.all.discard(worker)
         self._add()
-        if died:
-            return SqlResult(False, None, "sqlite worker died (out of memory?)")
-        return SqlResult(False, None, f"timeout after {timeout_s:g} s (worker killed)")
 
     def close(self) -> None:
         with self.lock:

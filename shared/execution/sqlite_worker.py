@@ -3,8 +3,8 @@ worker starts in ~40 ms (importing sqlglot would take ~200 ms).
 
     python -c "from shared.execution.sqlite_worker import main; main(512)"   # started by sql.py's pool
 
-It reads length-prefixed pickled requests (db_path, sql, timeout_s, max_rows) on stdin and answers
-(ok, rows, error) the same way on stdout; it exits when stdin closes, or when its parent dies. Its
+It reads length-prefixed pickled requests (a list of (db_path, sql, timeout_s, max_rows)) on stdin and
+answers each query, as soon as it is done, with (ok, rows, error) the same way on stdout; it exits when stdin closes, or when its parent dies. Its
 address space is capped (RLIMIT_AS), so SQLite runs out of memory here, never in the scorer.
 """
 
@@ -47,15 +47,15 @@ def main(memory_mb: int) -> None:
         header = stdin.read(4)
         if len(header) < 4:
             return
-        request = pickle.loads(stdin.read(struct.unpack("!I", header)[0]))
-        try:
-            body = pickle.dumps(execute(*request))
-        except MemoryError:
-            body = pickle.dumps(out_of_memory)
-        if len(body) > MAX_RESULT_BYTES:
-            body = pickle.dumps((False, None, f"result too large (more than {MAX_RESULT_BYTES} bytes)"))
-        stdout.write(struct.pack("!I", len(body)) + body)
-        stdout.flush()
+        for job in pickle.loads(stdin.read(struct.unpack("!I", header)[0])):
+            try:
+                body = pickle.dumps(execute(*job))
+            except MemoryError:
+                body = pickle.dumps(out_of_memory)
+            if len(body) > MAX_RESULT_BYTES:
+                body = pickle.dumps((False, None, f"result too large (more than {MAX_RESULT_BYTES} bytes)"))
+            stdout.write(struct.pack("!I", len(body)) + body)
+            stdout.flush()
 
 
 def execute(db_path: str, sql: str, timeout_s: float, max_rows: int) -> tuple[bool, list | None, str | None]:

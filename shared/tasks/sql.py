@@ -40,9 +40,10 @@ from shared.execution.sql import (
     MATCH_MODES,
     SqlResult,
     analyze_query,
+    check_read_only_query,
     has_order_by,
     results_match,
-    run_query,
+    run_queries,
     same_sql,
 )
 
@@ -79,12 +80,18 @@ class SqlTask:
         return summarize(self.score_all(predictions, examples), self.match)
 
     def score_all(self, predictions: list[str], examples: list[dict]) -> list[dict]:
-        """score_one of every pair, in order."""
+        """score_one of every pair, in order; as many at a time as the pool has workers (while one waits
+        for its worker, the other parses)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from shared.execution.sql import POOL_SIZE
+
         if len(predictions) != len(examples):
             raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
         if not examples:
             raise ValueError("nothing to score: no examples")
-        return [self.score_one(p, e) for p, e in zip(predictions, examples, strict=True)]
+        with ThreadPoolExecutor(max_workers=POOL_SIZE) as pool:
+            return list(pool.map(self.score_one, predictions, examples))
 
     def databases_for(self, example: dict) -> list[str]:
         """The databases an example is scored on: its own, or the synthesized ones."""
@@ -110,12 +117,10 @@ class SqlTask:
             return verdict | {"error": f"schema: {e}", "exact_match": same_sql(prediction, statements, golds)}
         if reason is not None:
             return verdict | {"error": f"refused: {reason}"}
-        preds = []
-        for db in dbs:
-            pred = run_query(db, prediction, self.timeout_s, self.max_rows, checked=True)
-            if not pred.ok:
-                return verdict | {"error": pred.error}
-            preds.append(pred)
+        preds = self._run(dbs, golds, prediction)
+        failed = next((p for p in preds if not p.ok), None)
+        if failed is not None:
+            return verdict | {"error": failed.error}
         verdict["executed"] = True
         gold_error = None
         for gold_sql in golds:
@@ -134,14 +139,40 @@ class SqlTask:
                               "exact_match": same_sql(prediction, statements, golds)}
         return verdict | {"error": "different result"}
 
+    def _run(self, dbs: list[str], golds: list[str], prediction: str) -> list[SqlResult]:
+        """The prediction's results on dbs; the golds not yet cached run in the same worker round trip
+        (first, so a runaway prediction cannot keep them from running)."""
+        missing = [(db, g) for g in golds for db in dbs if self._gold_key(db, g) not in _GOLD_CACHE]
+        if len(_GOLD_CACHE) + len(missing) > _GOLD_CACHE_SIZE:
+            _GOLD_CACHE.clear()
+        runnable = []
+        for db, g in missing:
+            reason = check_read_only_query(g)  # cached per gold text
+            if reason is None:
+                runnable.append((db, g))
+            else:
+                _GOLD_CACHE[self._gold_key(db, g)] = SqlResult(False, None, f"refused: {reason}")
+        jobs = runnable + [(db, prediction) for db in dbs]
+        results = run_queries(jobs, self.timeout_s, self.max_rows, checked=True)
+        for (db, g), result in zip(runnable, results, strict=False):
+            if not (result.error or "").startswith("not run"):
+                _GOLD_CACHE[self._gold_key(db, g)] = result
+        preds = results[len(runnable):]
+        # A gold that stopped the worker leaves the prediction unrun: run it on its own.
+        return [run_queries([(db, prediction)], self.timeout_s, self.max_rows, checked=True)[0]
+                if (p.error or "").startswith("not run") else p for db, p in zip(dbs, preds, strict=True)]
+
+    def _gold_key(self, db: str, gold_sql: str) -> tuple:
+        return (db, gold_sql, self.timeout_s, self.max_rows)
+
     def _gold_result(self, db: str, gold_sql: str) -> SqlResult:
         """Cached for the process (evaluation repeats on the same examples at every rung, a new task object
         each time, and neither gold nor database changes), up to _GOLD_CACHE_SIZE results."""
-        key = (db, gold_sql, self.timeout_s, self.max_rows)
+        key = self._gold_key(db, gold_sql)
         if key not in _GOLD_CACHE:
             if len(_GOLD_CACHE) >= _GOLD_CACHE_SIZE:
                 _GOLD_CACHE.clear()
-            _GOLD_CACHE[key] = run_query(db, gold_sql, self.timeout_s, self.max_rows)
+            _GOLD_CACHE[key] = run_queries([(db, gold_sql)], self.timeout_s, self.max_rows)[0]
         return _GOLD_CACHE[key]
 
 
