@@ -4,14 +4,15 @@ worker starts in ~40 ms (importing sqlglot would take ~200 ms).
     python -c "from shared.execution.sqlite_worker import main; main(512)"   # started by sql.py's pool
 
 It reads length-prefixed pickled requests (a list of (db_path, sql, timeout_s, max_rows)) on stdin and
-answers each query, as soon as it is done, with (ok, rows, error) the same way on stdout; it exits when stdin closes, or when its parent dies. Its
-address space is capped (RLIMIT_AS), so SQLite runs out of memory here, never in the scorer.
+answers each query, as soon as it is done, with (ok, rows, error) the same way on stdout; it exits when
+stdin closes (its caller ended). Its address space is capped (RLIMIT_AS), so SQLite runs out of memory
+here, never in the scorer.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
-import signal
 import sqlite3
 import struct
 import sys
@@ -33,12 +34,9 @@ def main(memory_mb: int) -> None:
 
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    try:  # die with the caller even if it is killed before it can close our stdin
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    # No PR_SET_PDEATHSIG: it fires when the *thread* that started us ends (the scorer starts workers from
+    # short-lived threads). A vanished caller closes our stdin instead, and a running query stops at its
+    # deadline or when our parent changes (checked with the deadline).
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(b"R")  # ready: the caller's deadlines start after this
     stdout.flush()
@@ -65,7 +63,8 @@ def execute(db_path: str, sql: str, timeout_s: float, max_rows: int) -> tuple[bo
     except sqlite3.Error as e:
         return False, None, f"cannot open {db_path}: {e}"
     deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    parent = os.getppid()
+    conn.set_progress_handler(lambda: time.monotonic() > deadline or os.getppid() != parent, _PROGRESS_STEPS)
     try:
         cursor = conn.execute(sql)
         rows = _fetch_capped(cursor, max_rows)
