@@ -111,13 +111,12 @@ def test_bmc2_records_without_database_score_on_their_schema():
     # synthesized from the context. A few of its answers use columns its context lacks; those golds fail,
     # and count as incorrect, so exec acc equals the share of golds that run.
     records = _jsonl(_data_file("sql_create_context", "spider_intersect_val.jsonl"))[:200]
-    task = get_task("sql")
-    metrics = task.score([r["answer"] for r in records], records)
-    assert metrics["eval/sql_exact_match"] == 1.0
-    assert metrics["eval/sql_exec_acc"] == metrics["eval/sql_valid_rate"] == 1.0
+    task = get_task("sql", timeout_s=10.0)  # 2 s limits can run out on cores shared by four test runs
+    details = task.score_all([r["answer"] for r in records], records)
+    assert all(d["correct"] and d["exact_match"] for d in details), [d for d in details if not d["correct"]][:3]
     # The fixed wrong query `SELECT <first column> FROM <first table>` scored 0.685 on one empty database.
     wrong = [_first_column_query(r["context"]) for r in records]
-    assert task.score(wrong, records)["eval/sql_exec_acc"] <= 0.05
+    assert task.score(wrong, records)["eval/sql_exec_acc"] <= 0.05  # measured 0.000
 
 
 def _first_column_query(context: str) -> str:
