@@ -106,6 +106,12 @@ class EvalConfig(_Section):
     loss: bool = True  # also report eval/loss on the completion tokens
     sql_timeout_s: float = Field(2.0, gt=0)
     sql_max_rows: int = Field(10_000, gt=0)
+    # "spider": the official Spider exec match (columns in any order, ordered when the gold orders);
+    # "strict": column order counts too. The metric eval/sql_exec_acc_<mode> names the one used.
+    sql_match: Literal["spider", "strict"] = "spider"
+    # Populated databases synthesized per example that has no database of its own; a prediction must match
+    # the gold on all. More tell more near-misses apart (3 tell 97% of Spider gold mutants), each costs a run.
+    sql_databases: int = Field(3, ge=1, le=20)
     py_timeout_s: float = Field(5.0, gt=0)
     py_memory_mb: int = Field(512, ge=64)
     baseline: bool = False  # also score the untuned base on the same slices, for comparison

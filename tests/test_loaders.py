@@ -498,3 +498,59 @@ def test_real_split_keeps_duplicate_questions_out_of_test(shared_data):
     )
     train = {(ex["question"], ex["context"]) for ex in splits["train"]}
     assert splits["test"] and not any((ex["question"], ex["context"]) in train for ex in splits["test"])
+
+
+# --------------------------------------------------------------------------------------------- benchmarks
+
+
+def test_defog_alternatives_and_categories(tmp_path):
+    db = tmp_path / "shop.sqlite"
+    sqlite3.connect(db).execute("CREATE TABLE item (id INTEGER, name TEXT)").connection.close()
+    write_csv(tmp_path / "q.csv", [
+        {"db_name": "shop", "query_category": "join", "question": "Items?",
+         "query": "SELECT id FROM item;SELECT name FROM item WHERE name = 'a;b';SELECT id, name FROM item;"},
+        {"db_name": "shop", "query_category": "where", "question": "One?", "query": "SELECT 1 FROM item"},
+        {"db_name": "elsewhere", "query_category": "where", "question": "No db", "query": "SELECT 1"},
+    ])
+    raises(["elsewhere"], load_file, tmp_path / "q.csv", "sql", db_dir=tmp_path)
+    first, second = load_file(tmp_path / "q.csv", "sql", db_dir=tmp_path, skip_missing_db=True)
+    assert first["answer"] == "SELECT id FROM item" and first["category"] == "join"
+    assert first["alternatives"] == ["SELECT id FROM item", "SELECT name FROM item WHERE name = 'a;b'",
+                                      "SELECT id, name FROM item"]
+    assert "alternatives" not in second and second["category"] == "where"
+
+
+def test_bird_style_records(tmp_path):
+    rows = [{"question": "Oldest?", "evidence": "oldest refers to MAX(age)", "db_id": "x",
+             "SQL": "SELECT MAX(age) FROM t", "difficulty": "simple", "context": "CREATE TABLE t (age INT)"}]
+    (example,) = load_file(write_jsonl(tmp_path / "bird.jsonl", rows), "sql")
+    assert example["answer"] == "SELECT MAX(age) FROM t" and example["category"] == "simple"
+    assert example["question"] == "Oldest?\nHint: oldest refers to MAX(age)"
+
+
+HUMANEVAL_ROW = {"task_id": "HumanEval/0", "prompt": "def add(a, b):\n    \"\"\"Sum.\"\"\"\n",
+                 "canonical_solution": "    return a + b\n", "entry_point": "add",
+                 "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}
+
+
+def test_humaneval_loads_as_its_harness_runs_it(tmp_path):
+    (example,) = load_file(write_jsonl(tmp_path / "he.jsonl", [HUMANEVAL_ROW]), "code")
+    assert example["tests"] == ["check(add)"] and example["setup"] == HUMANEVAL_ROW["test"]
+    assert example["output"] == HUMANEVAL_ROW["prompt"] + HUMANEVAL_ROW["canonical_solution"]
+    assert example["input"] == HUMANEVAL_ROW["prompt"] and example["entry_point"] == "add"
+
+
+def test_tests_that_never_run_anything_are_refused(tmp_path):
+    path = write_jsonl(tmp_path / "he.jsonl", [HUMANEVAL_ROW])
+    columns = {"instruction": "prompt", "output": "canonical_solution", "tests": "test"}
+    raises(["line 1", "never run anything", "check", "entry_point"], load_file, path, "code", columns=columns)
+
+
+def test_mbpp_official_splits(tmp_path):
+    rows = [{"task_id": i, "text": f"Task {i}", "code": f"def f{i}():\n    return {i}",
+             "test_list": [f"assert f{i}() == {i}"], "test_setup_code": ""} for i in range(1, 975)]
+    splits = load_splits(DataConfig(task="code", source=str(write_jsonl(tmp_path / "mbpp.jsonl", rows))))
+    sizes = {name: len(rows) for name, rows in splits.items()}
+    assert sizes == {"train": 374, "dev": 90, "test": 500, "prompt": 10}
+    assert splits["test"][0]["instruction"] == "Task 11" and splits["dev"][0]["instruction"] == "Task 511"
+    assert {ex["instruction"] for ex in splits["train"]} == {f"Task {i}" for i in range(601, 975)}

@@ -248,6 +248,9 @@ def test_sql_task_without_database_uses_the_schema():
 def test_sql_task_score_aggregates(db):
     examples = [_example(db, "SELECT count(*) FROM singer"), _example(db, "SELECT max(age) FROM singer")]
     metrics = SqlTask().score(["SELECT count(*) FROM singer", "SELECT min(age) FROM singer"], examples)
-    assert metrics == {"eval/sql_exec_acc": 0.5, "eval/sql_exact_match": 0.5, "eval/sql_valid_rate": 1.0}
+    assert metrics == {"eval/sql_exec_acc": 0.5, "eval/sql_exec_acc_spider": 0.5, "eval/sql_exact_match": 0.5,
+                       "eval/sql_valid_rate": 1.0}
+    strict = SqlTask(match="strict").score(["SELECT count(*) FROM singer", "SELECT min(age) FROM singer"], examples)
+    assert strict["eval/sql_exec_acc_strict"] == 0.5 and "eval/sql_exec_acc_spider" not in strict
     with pytest.raises(ValueError):
         SqlTask().score(["SELECT 1"], examples)

@@ -68,13 +68,23 @@ def humaneval() -> list[dict]:
     return _jsonl(_data_file("humaneval", "HumanEval.jsonl.gz"))
 
 
+@pytest.fixture(scope="module")
+def humaneval_examples() -> list[dict]:
+    """HumanEval read by the project's loader as the file is (prompt, test, entry_point)."""
+    from shared.data.loaders import load_file
+
+    return load_file(_data_file("humaneval", "HumanEval.jsonl.gz"), task="code")
+
+
 # ------------------------------------------------------------------------------------------------- SQL
 
 
 def test_spider_gold_queries_score_perfectly_against_themselves(spider_dev):
     assert len(spider_dev) == 751
-    metrics = get_task("sql").score([e["answer"] for e in spider_dev], spider_dev)
-    assert metrics == {"eval/sql_exec_acc": 1.0, "eval/sql_exact_match": 1.0, "eval/sql_valid_rate": 1.0}
+    for match in ("spider", "strict"):
+        metrics = get_task("sql", match=match).score([e["answer"] for e in spider_dev], spider_dev)
+        assert metrics == {"eval/sql_exec_acc": 1.0, f"eval/sql_exec_acc_{match}": 1.0,
+                           "eval/sql_exact_match": 1.0, "eval/sql_valid_rate": 1.0}
 
 
 def test_sql_create_context_answers_score_perfectly_on_the_spider_databases():
@@ -97,13 +107,23 @@ def test_perturbed_spider_predictions_score_zero(spider_dev):
 
 
 def test_bmc2_records_without_database_score_on_their_schema():
-    # b-mc2/sql-create-context as it is (question/context/answer, no db): scored on empty tables built
-    # from the context. A few of its answers use columns its context lacks; those golds fail, and count
-    # as incorrect, so exec acc equals the share of golds that run.
-    records = _jsonl(_data_file("sql_create_context", "spider_intersect_val.jsonl"))
-    metrics = get_task("sql").score([r["answer"] for r in records], records)
-    assert metrics["eval/sql_exact_match"] == 1.0
-    assert metrics["eval/sql_exec_acc"] == metrics["eval/sql_valid_rate"] >= 0.95
+    # b-mc2/sql-create-context as it is (question/context/answer, no db): scored on 3 populated databases
+    # synthesized from the context. A few of its answers use columns its context lacks; those golds fail,
+    # and count as incorrect, so exec acc equals the share of golds that run.
+    records = _jsonl(_data_file("sql_create_context", "spider_intersect_val.jsonl"))[:200]
+    task = get_task("sql", timeout_s=10.0)  # 2 s limits can run out on cores shared by four test runs
+    details = task.score_all([r["answer"] for r in records], records)
+    assert all(d["correct"] and d["exact_match"] for d in details), [d for d in details if not d["correct"]][:3]
+    # The fixed wrong query `SELECT <first column> FROM <first table>` scored 0.685 on one empty database.
+    wrong = [_first_column_query(r["context"]) for r in records]
+    assert task.score(wrong, records)["eval/sql_exec_acc"] <= 0.05  # measured 0.000
+
+
+def _first_column_query(context: str) -> str:
+    import sqlglot
+
+    table = sqlglot.parse(context, read="sqlite")[0].this
+    return f"SELECT {table.expressions[0].name} FROM {table.this.name}"
 
 
 # ---------------------------------------------------------------------------------------------- Python
@@ -132,6 +152,31 @@ def test_humaneval_canonical_solutions_pass(humaneval):
     solutions = [p["prompt"] + p["canonical_solution"] for p in humaneval]
     metrics = get_task("code").score(solutions, examples)
     assert len(humaneval) == 164 and metrics["eval/py_pass_at_1"] == 1.0
+
+
+def test_humaneval_through_the_loader_canonical_164_stubs_0(humaneval, humaneval_examples):
+    task = get_task("code")
+    assert len(humaneval_examples) == 164
+    # The canonical solution as a completion (HumanEval's harness runs prompt + completion) ...
+    completions = task.score([p["canonical_solution"] for p in humaneval], humaneval_examples)
+    assert completions["eval/py_pass_at_1"] == 1.0
+    # ... and whole programs; stubs, which passed 10 of 10 through a data.columns mapping, pass none.
+    sample = random.Random(0).sample(humaneval_examples, 40)
+    assert task.score([e["output"] for e in sample], sample)["eval/py_pass_at_1"] == 1.0
+    assert task.score(["def nothing():\n    pass\n"] * 40, sample)["eval/py_pass_at_1"] == 0.0
+
+
+def test_defog_golds_with_alternatives_are_scoreable():
+    from shared.data.loaders import load_file
+
+    root = _data_file("defog_sql_eval")
+    examples = load_file(root / "questions_gen_sqlite.csv", "sql", db_dir=root / "database", skip_missing_db=True)
+    with_alternatives = [e for e in examples if "alternatives" in e]
+    assert len(examples) == 190 and len(with_alternatives) == 56
+    task = get_task("sql")
+    assert task.score([e["answer"] for e in examples], examples)["eval/sql_exec_acc"] == 1.0
+    last = task.score([e["alternatives"][-1] for e in with_alternatives], with_alternatives)
+    assert last["eval/sql_exec_acc"] == 1.0
 
 
 def test_humaneval_stubs_fail(humaneval):

@@ -5,19 +5,32 @@
 
 Every example is a plain dict with one set of field names per task (FIELDS):
     sql:  question, context (CREATE TABLE statements), answer (gold SQL), and optionally db_id, db_path
-          (absolute path of the SQLite file the answer is executed against)
-    code: instruction, input ("" when none), output (reference code), tests (assert statements), setup
-          (code run before the tests, "" when none)
+          (absolute path of the SQLite file the answer is executed against), category, evidence, and
+          alternatives (when the answer holds several `;`-separated queries: any one counts; answer is
+          then the first)
+    code: instruction, input ("" when none), output (reference code), tests (statements that must run
+          without error: asserts, or a call such as `check(f)`), setup (code run after the solution and
+          before the tests, "" when none), and entry_point for HumanEval
 
 Formats recognized as they are, with no `data.columns` mapping (ALIASES):
     b-mc2/sql-create-context  question, context, answer
     Spider-style              question, query (-> answer), db_id, and context (or, with data.db_dir set,
                               the CREATE TABLE statements read from the database itself)
-    defog sql-eval            question, query, db_name (-> db_id); context read from the database
-    MBPP                      text, code, test_list, test_setup_code -> instruction, output, tests, setup;
-                              its instructions do not name the function, so, as in the MBPP paper's prompt,
-                              `input` carries the tests ("Your code should pass these tests: ...")
+    defog sql-eval            question, query (several acceptable golds separated by `;`), db_name
+                              (-> db_id), query_category (-> category); context read from the database
+    BIRD-style                question, evidence, db_id, SQL (-> answer), difficulty (-> category); the
+                              evidence is appended to the question ("Hint: ..."), as the model needs it
+    MBPP                      text, code, test_list, test_setup_code, task_id -> instruction, output, tests,
+                              setup; its instructions do not name the function, so, as in the MBPP paper's
+                              prompt, `input` carries the tests ("Your code should pass these tests: ...").
+                              A source holding the full 974 tasks splits by task_id as the paper does:
+                              prompt 1-10 (few-shot), test 11-510, dev (validation) 511-600, train 601-974
+    HumanEval                 task_id, prompt, canonical_solution, test, entry_point -> input = prompt (the
+                              signature and docstring), output = prompt + canonical_solution, setup = test
+                              (which defines `check(candidate)`), tests = ["check(<entry_point>)"]
     alpaca + tests            instruction, input, output, and tests (or test_list)
+Tests that run nothing (only definitions, like HumanEval's `test` mapped on its own through data.columns:
+it defines `check` and never calls it, so every prediction would pass) are refused at load.
 Anything else maps its columns: `data.columns.question=text`.
 
 Local files: .jsonl, .jsonl.gz, .json (a list of records, or JSON lines as `Dataset.to_json` writes them),
@@ -39,7 +52,7 @@ from pathlib import Path
 from shared.config import DataConfig
 
 FIELDS = {
-    "sql": ("question", "context", "answer", "db_id", "db_path"),
+    "sql": ("question", "context", "answer", "db_id", "db_path", "category", "evidence"),
     "code": ("instruction", "input", "output", "tests", "setup"),
 }
 REQUIRED = {"sql": ("question", "context", "answer"), "code": ("instruction", "output", "tests")}
@@ -48,9 +61,11 @@ ALIASES = {
     "sql": {
         "question": ("question",),
         "context": ("context",),
-        "answer": ("answer", "query"),
+        "answer": ("answer", "query", "SQL"),
         "db_id": ("db_id", "db_name"),
         "db_path": ("db_path",),
+        "category": ("category", "query_category", "difficulty"),
+        "evidence": ("evidence",),
     },
     "code": {
         "instruction": ("instruction", "text"),
@@ -63,6 +78,10 @@ ALIASES = {
 _TEXT_FIELDS = {"question", "context", "answer", "instruction", "output"}  # required, non-empty strings
 _CODE_FIELDS = {"output", "setup"}  # line ends -> \n: MBPP's code has \r\n ones the model should not learn
 MBPP_TESTS_HEADER = "Your code should pass these tests:"
+# MBPP's official split by task_id (Austin et al. 2021, and its README): the ranges, inclusive.
+MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "dev": (511, 600), "train": (601, 974)}
+HUMANEVAL_COLUMNS = ("prompt", "test", "entry_point")
+HUMANEVAL_INSTRUCTION = "Complete the Python function below so that it does what its docstring says."
 
 DATA_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".json", ".csv", ".parquet")
 # File-name prefixes (before the first "." or "-", so HF's "train-00000-of-00001.parquet" counts) of the
@@ -107,7 +126,8 @@ def load_splits(data: DataConfig) -> dict[str, list[dict]]:
         tables = _hub_tables(data) if _is_hub(data.source) else _local_tables(data)
         db_dir = Path(data.db_dir).expanduser().resolve() if data.db_dir else None
         splits = {name: _normalize(t, data.task, data.columns, db_dir) for name, t in tables.items()}
-        splits = _cut_missing(splits, data.task, data.seed, origin)
+        mbpp = _mbpp_official_splits(tables, splits) if data.task == "code" and not data.columns else None
+        splits = mbpp or _cut_missing(splits, data.task, data.seed, origin)
 
     train = list(splits["train"])
     random.Random(data.seed).shuffle(train)
@@ -123,13 +143,41 @@ def load_file(
     task: str = "sql",
     columns: dict[str, str] | None = None,
     db_dir: str | Path | None = None,
+    skip_missing_db: bool = False,
 ) -> list[dict]:
-    """One local file (any supported format), normalized, in file order: for evaluation and benchmarks."""
+    """One local file (any supported format), normalized, in file order: for evaluation and benchmarks.
+    `skip_missing_db` leaves out rows whose db_id has no database in db_dir (defog ships 7 of its 11)."""
     if task not in FIELDS:
         raise DataError(f"unknown task {task!r}; expected 'sql' or 'code'")
     path = Path(path).expanduser()
     db = Path(db_dir).expanduser().resolve() if db_dir else None
-    return _normalize(_Table(str(path), _read_rows(path), path.parent), task, columns or {}, db)
+    rows = _read_rows(path)
+    if skip_missing_db and db is not None:
+        rows = [(w, r) for w, r in rows if _has_db(db, r.get("db_id", r.get("db_name")))]
+    return _normalize(_Table(str(path), rows, path.parent), task, columns or {}, db)
+
+
+def _has_db(db_dir: Path, db_id) -> bool:
+    return isinstance(db_id, str) and any(
+        p.is_file() for p in (db_dir / db_id / f"{db_id}.sqlite", db_dir / f"{db_id}.sqlite")
+    )
+
+
+def _mbpp_official_splits(tables: dict[str, _Table], splits: dict[str, list[dict]]) -> dict | None:
+    """MBPP's own splits by task_id, for a single MBPP file that holds its train range (601-974)."""
+    if set(tables) != {"train"}:
+        return None
+    ids = [row.get("task_id") for _, row in tables["train"].rows]
+    if not all(isinstance(i, int) for i in ids) or not any(601 <= i <= 974 for i in ids):
+        return None
+    if not {"text", "code", "test_list"} <= set(tables["train"].rows[0][1]):
+        return None
+    out: dict[str, list[dict]] = {name: [] for name in ("train", "dev", "test", "prompt")}
+    for task_id, example in zip(ids, splits["train"], strict=True):
+        name = next((n for n, (lo, hi) in MBPP_SPLITS.items() if lo <= task_id <= hi), None)
+        if name is not None:
+            out[name].append(example)
+    return {name: rows for name, rows in out.items() if rows}
 
 
 def _bundled(data: DataConfig) -> dict[str, list[dict]]:
@@ -359,6 +407,8 @@ def _normalize(table: _Table, task: str, columns: dict[str, str], db_dir: Path |
     if not table.rows:
         raise DataError(f"{table.name}: has no rows")
     present = list(dict.fromkeys(key for _, row in table.rows for key in row))
+    if task == "code" and not columns and all(c in present for c in HUMANEVAL_COLUMNS):
+        return [_humaneval_example(f"{table.name}: {where}", row) for where, row in table.rows]
     mapping = _map_columns(table.name, task, present, columns, db_dir)
     # MBPP's text does not name the function its tests call; its paper puts the tests in the prompt.
     is_mbpp = task == "code" and mapping["instruction"] == "text" and mapping["tests"] == "test_list"
@@ -369,10 +419,60 @@ def _normalize(table: _Table, task: str, columns: dict[str, str], db_dir: Path |
         example = _example(f"{table.name}: {where}", task, row, mapping)
         if task == "sql":
             _attach_db(example, f"{table.name}: {where}", db_dir, table.base_dir, db_cache)
-        elif tests_as_input:
-            example["input"] = "\n".join([MBPP_TESTS_HEADER, *example["tests"]])
+            _split_alternatives(example)
+            if example.get("evidence"):
+                example["question"] = f"{example['question']}\nHint: {example['evidence']}"
+        else:
+            _check_tests_run(f"{table.name}: {where}", example)
+            if tests_as_input:
+                example["input"] = "\n".join([MBPP_TESTS_HEADER, *example["tests"]])
         out.append(example)
     return out
+
+
+def _humaneval_example(where: str, row: dict) -> dict:
+    """HumanEval as its harness runs it: program = prompt + completion, then `test`, then check(entry_point)."""
+    for column in (*HUMANEVAL_COLUMNS, "canonical_solution"):
+        if not isinstance(row.get(column), str) or not row[column].strip():
+            raise DataError(f"{where}: column {column!r} must be a non-empty string")
+    entry = row["entry_point"].strip()
+    if not entry.isidentifier():
+        raise DataError(f"{where}: column 'entry_point' is not a function name: {_short(entry)}")
+    return {
+        "instruction": HUMANEVAL_INSTRUCTION, "input": row["prompt"],
+        "output": _unix_lines(row["prompt"] + row["canonical_solution"]),
+        "tests": [f"check({entry})"], "setup": _unix_lines(row["test"]), "entry_point": entry,
+    }
+
+
+def _check_tests_run(where: str, example: dict) -> None:
+    """Refuses tests that only define things: they cannot fail, so every prediction would pass."""
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom,
+                   ast.Assign, ast.AnnAssign, ast.Pass)
+    defined = []
+    for test in example["tests"]:
+        try:
+            body = ast.parse(test).body
+        except (SyntaxError, ValueError):
+            return  # a test that does not parse fails when run: it does not pass everything
+        if any(not isinstance(node, definitions) for node in body):
+            return
+        defined += [n.name for n in body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    names = ", ".join(dict.fromkeys(defined)) or "nothing"
+    raise DataError(
+        f"{where}: the tests never run anything (they only define {names}), so every prediction would pass. "
+        "HumanEval's `test` defines check(candidate) without calling it: load HumanEval as it is (columns "
+        "prompt, canonical_solution, test, entry_point, with no data.columns), or add a test that calls it"
+    )
+
+
+def _split_alternatives(example: dict) -> None:
+    """defog lists several acceptable golds in one cell, separated by `;`: any one counts."""
+    from shared.execution.sql import split_statements
+
+    alternatives = split_statements(example["answer"])
+    if len(alternatives) > 1:
+        example["answer"], example["alternatives"] = alternatives[0], alternatives
 
 
 def _map_columns(
