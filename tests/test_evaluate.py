@@ -115,3 +115,19 @@ def test_the_command_runs_offline_on_humaneval(tiny_model_dir, tmp_path, capsys)
     report = json.loads(out.read_text())
     assert report["task"] == "code" and len(report["verdicts"]) == 2 and len(report["verdicts"][0]["model"]) == 2
     assert "eval/py_pass_at_2" in report["metrics"]["model"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name, task, count", [("spider", "sql", 751), ("defog", "sql", 190),
+                                               ("humaneval", "code", 164), ("mbpp", "code", 500)])
+def test_every_named_benchmark_loads_offline_in_its_own_format(name, task, count):
+    from shared.evaluate import load_benchmark
+
+    if shared_data_dir() is None:
+        pytest.skip("../shared/data is absent")
+    got_task, examples = load_benchmark(name, shared_data_dir())
+    assert got_task == task and len(examples) == count
+    if name == "mbpp":  # the official test split: task_id 11-510
+        assert examples[0]["instruction"].startswith("Write a python function to remove first and last")
+    if name == "defog":
+        assert sum("alternatives" in e for e in examples) == 56 and all(e.get("category") for e in examples)

@@ -108,7 +108,20 @@ def parse_sql(sql: str) -> list[exp.Expression]:
         raise ValueError(f"does not parse: {type(e).__name__}: {_first_line(str(e))}") from None
 
 
-@functools.lru_cache(maxsize=8192)  # golds repeat at every evaluation; 8192 x 20 kB at most
+def _cached_when_short(fn):
+    """An lru_cache (golds repeat at every evaluation) holding texts up to MAX_SQL_CHARS only: 8192 x 20 kB
+    at most; a longer text is refused before parsing anyway."""
+    cached = functools.lru_cache(maxsize=8192)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(sql):
+        return cached(sql) if isinstance(sql, str) and len(sql) <= MAX_SQL_CHARS else fn(sql)
+
+    wrapper.cache_clear = cached.cache_clear
+    return wrapper
+
+
+@_cached_when_short
 def check_read_only_query(sql: str) -> str | None:
     """Why `sql` may not run (a short reason), or None when it is exactly one read-only query."""
     return analyze_query(sql)[0]
@@ -233,7 +246,7 @@ def normalize_value(value):
     return value
 
 
-@functools.lru_cache(maxsize=8192)  # golds repeat at every evaluation; 8192 x 20 kB at most
+@_cached_when_short
 def has_order_by(sql: str) -> bool:
     """True when the query's outermost statement has ORDER BY (the gold's row order is then part of it).
     Cached: it is asked of the same golds at every evaluation."""
@@ -244,7 +257,7 @@ def has_order_by(sql: str) -> bool:
     return bool(statements) and _unwrap(statements[0]).args.get("order") is not None
 
 
-@functools.lru_cache(maxsize=8192)  # golds repeat at every evaluation; 8192 x 20 kB at most
+@_cached_when_short
 def normalize_sql(sql: str) -> str:
     """Canonical text for exact match: sqlglot's sqlite rendering, unquoted identifiers lower-cased,
     comments dropped. Text sqlglot cannot parse is lower-cased with whitespace collapsed."""
