@@ -834,3 +834,34 @@ def test_a_module_the_candidate_imported_is_the_judges_own_in_the_tests():
     assert not run_tests(code, ["assert math.isclose(root(), 2.0)"]).passed
     assert not run_tests(code, ["assert math.fabs(root() - 2.0) < 1e-6"]).passed
     assert run_tests(code, ["assert math.isclose(root(), 7.0)"]).passed
+
+
+
+def test_spare_sandboxes_are_started_by_a_thread_that_outlives_them(monkeypatch):
+    """bwrap's --die-with-parent fires when the *thread* that started bwrap ends. The spare a run leaves for
+    the next must be started by a thread that lives on (a thread per refill ended right after the start, and
+    took the spare with it, sometimes in the middle of the run that had taken it)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.execution import python as executor
+
+    starters = []
+    start = executor._start
+
+    def recording_start(*args):
+        starters.append(threading.current_thread())
+        return start(*args)
+
+    monkeypatch.setattr(executor, "_start", recording_start)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="caller") as callers:  # as CodeTask.score_all does
+        results = list(callers.map(lambda i: run_tests(f"x = {i}", [f"assert x == {i}"]), range(12)))
+    assert all(r.passed for r in results), [r.detail for r in results if not r.passed]
+    deadline = time.monotonic() + 20
+    while not executor._POOL and time.monotonic() < deadline:  # the last spare starts after the last verdict
+        time.sleep(0.05)
+    time.sleep(0.5)
+    spares = list(executor._POOL.values())
+    assert spares and all(s.proc.poll() is None for s in spares), [s.proc.poll() for s in spares]
+    refills = [t for t in starters if not t.name.startswith("caller")]  # the threads that started spares
+    assert refills and all(t.is_alive() for t in refills), refills

@@ -388,6 +388,16 @@ class _Worker:
                 pass
 
 
+def _exited(pid: int) -> bool:
+    """Whether a child has exited, without reaping it. A reaped pid is free for the kernel to hand out again
+    (pid_max is 32768 here, and a busy machine wraps it in minutes), so a killpg after reaping can end another
+    process group: a sandbox, a Ray worker. Kill first, reap after."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 class _Pool:
     """Warm workers, started on first use and replaced whenever one is killed or dies."""
 
@@ -411,8 +421,8 @@ class _Pool:
         if len(answers) == len(requests):
             self.idle.put(worker)
             return answers
-        died = worker.proc.poll() is not None
-        worker.signal_kill()
+        died = _exited(worker.proc.pid)
+        worker.signal_kill()  # before anything reaps the worker: see _exited
         # Reaping the old worker and forking a new one (slow from a big training process) happen after
         # this query has returned.
         threading.Thread(target=self._replace, args=(worker,), daemon=True).start()
