@@ -13,6 +13,7 @@ import pytest
 
 from shared.paths import REPO_ROOT, shared_data_dir
 from shared.tasks import get_task
+from shared.tasks.code import CodeTask
 
 pytestmark = pytest.mark.shared_data
 
@@ -131,8 +132,11 @@ def _first_column_query(context: str) -> str:
 
 def test_mbpp_reference_solutions_pass(mbpp_test):
     assert len(mbpp_test) == 500
-    metrics = get_task("code").score([e["output"] for e in mbpp_test], mbpp_test)
-    assert metrics == {"eval/py_pass_at_1": 1.0, "eval/py_syntax_ok": 1.0}
+    # The slowest reference took 6.5 s with the 2 cores at load average 8, past the default 5 s limit: the
+    # claim here is that references pass, not how fast a loaded machine runs them.
+    verdicts = CodeTask(timeout_s=30.0).score_all([e["output"] for e in mbpp_test], mbpp_test)
+    failed = [(e.get("task_id"), v["status"], v["detail"][:300]) for e, v in zip(mbpp_test, verdicts) if not v["correct"]]
+    assert not failed, failed
 
 
 def test_mbpp_wrong_solutions_fail(mbpp_test):
