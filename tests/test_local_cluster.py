@@ -69,6 +69,19 @@ def test_authentication_is_never_turned_off(empty_home, monkeypatch):
     assert not (empty_home / ".ray").exists()
 
 
+def _cluster_pids(temp: str, gcs_port: int) -> list[int]:
+    """Every process of this cluster: those naming its temp folder or its GCS address (the client server
+    names only the latter), and all their descendants (the raylet's agents and workers)."""
+    roots = set(_session_pids(-1, temp)) | set(_session_pids(-1, f"--address=127.0.0.1:{gcs_port} "))
+    found = set()
+    for pid in roots:
+        try:
+            found |= {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(found)
+
+
 def _listening(pids: list[int]) -> list[tuple[str, str, int]]:
     """(process name, address, port) of every listening TCP socket of these processes."""
     found = []
@@ -95,14 +108,14 @@ def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_jo
     the token it made is mode 600 and never printed, a job submitted with that token runs, and no Ray process
     listens beyond 127.0.0.1 except the documented exceptions."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
-    dashboard = _free_port()
+    dashboard, gcs = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env["HOME"] = str(empty_home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # as the Makefile does: the job's python
     try:
         started = subprocess.run(
             [sys.executable, "-m", "sweeps.local_cluster", "--dashboard-port", str(dashboard),
-             "--agent-port", str(_free_port()), "--port", str(_free_port()), "--temp-dir", temp],
+             "--agent-port", str(_free_port()), "--port", str(gcs), "--temp-dir", temp],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert started.returncode == 0, started.stdout + started.stderr
         token = empty_home / ".ray" / "auth_token"
@@ -119,14 +132,15 @@ def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_jo
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0  # a wrong token is refused: authentication is on
 
-        sockets = _listening(_session_pids(-1, temp))
-        assert len(sockets) >= 5, sockets  # GCS, raylet, dashboard, its agent, client server at least
+        sockets = _listening(_cluster_pids(temp, gcs))
+        ports = {port for _, _, port in sockets}
+        assert {gcs, dashboard} <= ports and len(sockets) >= 5, sockets  # GCS, raylet, dashboard, agent, client
         outside = [(name, ip, port) for name, ip, port in sockets
                    if not _loopback(ip) and name not in LOOPBACK_EXCEPTIONS]
         assert not outside, f"listening beyond loopback: {outside}"
     finally:
         for sig in ("TERM", "KILL"):
-            for pid in _session_pids(-1, temp):
+            for pid in _cluster_pids(temp, gcs):
                 subprocess.run(["kill", f"-{sig}", str(pid)], capture_output=True)
             time.sleep(2)
         subprocess.run(["rm", "-rf", temp])
