@@ -15,16 +15,13 @@ and limits, so `serve deploy` with a new split (a canary, a rollback) or new lim
 
 import ast  # noqa: I001  (no `from __future__ import annotations`: FastAPI reads the route annotations)
 import asyncio
-import hashlib
-import hmac
 import json
-import os
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -34,7 +31,8 @@ from ray.util import metrics
 from serving import errors
 from serving.config import AppConfig, load_app_config
 from serving.errors import APIError
-from serving.registry import Registry, Unavailable
+from serving.http import AUTH, CapBodyAndCount, api_key_hash, install_docs
+from serving.registry import Registry, Unavailable, public_name
 from serving.schemas import (
     ChatRequest, CodeRequest, CodeResponse, CompletionRequest, ModelCard, SqlRequest, SqlResponse, Usage,
 )
@@ -155,104 +153,11 @@ api = FastAPI(
     title="qlora-sweep serving",
     summary="Text-to-SQL and Python code from QLoRA adapters; OpenAI-compatible completions and chat.",
     version="1",
+    docs_url=None, redoc_url=None,  # served offline by serving/http.py
 )
 errors.install(api)
-_LIMITS = {"max_body_bytes": 65_536}  # this replica's, set by Api.__init__
-
-
-class _HttpMetrics:
-    """Requests by route and status, and latency, for every request (4xx before a route ran included)."""
-
-    def __init__(self):
-        self.requests = metrics.Counter("qlora_serve_requests", "HTTP requests by route and status",
-                                        tag_keys=("route", "status"))
-        self.latency = metrics.Histogram("qlora_serve_latency_seconds", "Time to the response's start",
-                                         tag_keys=("route",), boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
-
-
-class CapBodyAndCount:
-    """ASGI middleware: 413 for a body over the cap, by Content-Length or by what arrives (chunked), and
-    every request counted by route and status, with its latency. Plain ASGI rather than
-    `@app.middleware("http")`: Starlette runs that kind in an extra task with memory streams, which cost
-    1.1-1.4 ms a request on 2 cores (a bare Serve app's round trip, 150 requests, 7.96 -> 9.40 ms)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.metrics: _HttpMetrics | None = None  # made at the first request, inside the replica
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status, took = [500], [None]  # 500: what the client gets if the app raises before answering
-
-        async def send_counted(message):
-            if message["type"] == "http.response.start":
-                status[0], took[0] = message["status"], time.perf_counter() - start
-            await send(message)
-
-        try:
-            if await self._capped(scope, receive, send_counted) == "gone":
-                status[0] = 499  # the client closed the connection before its body arrived
-        finally:
-            self.metrics = self.metrics or _HttpMetrics()
-            path = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.inc(tags={"route": path, "status": str(status[0])})
-            self.metrics.latency.observe(took[0] if took[0] is not None else time.perf_counter() - start,
-                                         tags={"route": path})
-
-    async def _capped(self, scope, receive, send):
-        cap = _LIMITS["max_body_bytes"]
-
-        def too_large():
-            return errors.response(413, f"body is larger than {cap} bytes", code="body_too_large")(scope, receive, send)
-
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None:
-            if not length.isdigit() or int(length) > cap:
-                return await too_large()
-            return await self.app(scope, receive, send)
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        body, more = b"", True  # chunked: read it all first, refusing it as soon as it passes the cap
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return "gone"
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > cap:
-                return await too_large()
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the disconnect, when it comes
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
 api.add_middleware(CapBodyAndCount)
-
-
-async def _authorized(request: Request) -> None:
-    """An API key, when the server has one (from the environment, never the config): `Authorization:
-    Bearer <key>` (what OpenAI clients send) or `X-API-Key`."""
-    want = request.app.state.key_hash
-    if want is None:
-        return
-    got = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if auth.lower().startswith("bearer "):
-        got = auth[7:].strip()
-    if not got or not hmac.compare_digest(hashlib.sha256(got.encode()).hexdigest(), want):
-        raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", code="invalid_api_key")
-
-
-AUTH = [Depends(_authorized)]
+install_docs(api)
 
 
 def _job(adapter, prompt: str, max_new: int, req) -> dict:
@@ -288,7 +193,7 @@ class Api:
         self.generator = generator
         self.registry = Registry(self.cfg)
         api.state.key_hash = key_hash
-        _LIMITS["max_body_bytes"] = self.cfg.limits.max_body_bytes
+        api.state.max_body_bytes = self.cfg.limits.max_body_bytes
         self.rng = random.Random()
         self.tokenizer = None
         self._poll: asyncio.Task | None = None
@@ -305,7 +210,7 @@ class Api:
         and limits, over the app's args (what the user_config leaves out goes back to the args' value)."""
         self.cfg = AppConfig.model_validate(_over(self.args, user_config))
         self.registry = Registry(self.cfg)
-        _LIMITS["max_body_bytes"] = self.cfg.limits.max_body_bytes
+        api.state.max_body_bytes = self.cfg.limits.max_body_bytes
 
     def _start_polling(self) -> None:
         if self._poll is None or self._poll.done():
@@ -385,7 +290,7 @@ class Api:
 
     @api.get("/v1/models", dependencies=AUTH, summary="The adapters this server answers with")
     async def models(self) -> dict:
-        cards = [ModelCard(id=a.name, created=a.created, task=a.task, path=a.path, base_model=a.base_model)
+        cards = [ModelCard(id=a.name, created=a.created, task=a.task, base_model=public_name(a.base_model))
                  for a in self.registry.adapters.values()]
         return {"object": "list", "data": [c.model_dump() for c in cards]}
 
@@ -528,11 +433,6 @@ class Api:
 
 
 # ============================================================================================ builder
-
-
-def api_key_hash(env_name: str) -> str | None:
-    key = os.environ.get(env_name)
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
 def build_app(args: dict | None = None):

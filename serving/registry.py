@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,24 @@ def resolve(where: str, storage_path: str) -> Path:
     task = where[len(LATEST):]
     pointer = Path(storage_path).expanduser() / "latest" / f"{task}.json"
     if not pointer.is_file():
-        raise Unavailable(f"no sweep has exported a {task} adapter yet ({pointer} does not exist)")
+        raise Unavailable(f"no sweep has exported a {task} adapter yet (no latest/{task}.json in the storage path)")
     return Path(json.loads(pointer.read_text())["adapter"]).expanduser().resolve()
+
+
+_PATH = re.compile(r"(?<![\w:/.~])~?/[^\s'\"]+")
+
+
+def without_paths(message: str) -> str:
+    """A message as a client may read it: every absolute server path cut to its last part (an adapter
+    folder to its own name), so that answers never show where the server keeps its files."""
+    return _PATH.sub(lambda m: Path(m.group()).name or "/", message)
+
+
+def public_name(name_or_path: str) -> str:
+    """A base model as a client may read it: a hub id or embedded:<name> as is, a local folder by its name."""
+    if name_or_path.startswith(("/", "~", ".")) or Path(name_or_path).expanduser().exists():
+        return Path(name_or_path).name
+    return name_or_path
 
 
 def load(name: str, where: str, storage_path: str) -> Adapter:
@@ -73,7 +90,7 @@ class Registry:
             try:
                 a = load(name, where, self.cfg.storage_path)
             except (Unavailable, ConfigError, OSError, ValueError, KeyError) as e:
-                self.problems[name] = str(e)
+                self.problems[name] = without_paths(str(e))
                 continue
             self.problems.pop(name, None)
             if self.adapters.get(name) != a:

@@ -102,5 +102,4 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "qlora-sweep"
     task: str
-    path: str
-    base_model: str
+    base_model: str = Field(description="the base the adapter was trained on: a hub id, embedded:<name>, or a local folder's name")

@@ -120,3 +120,26 @@ def test_the_grafana_dashboard_charts_metrics_the_code_exports():
     assert used <= exported, sorted(used - exported)
     assert {"ray_qlora_serve_requests_total", "ray_qlora_serve_time_to_first_token_seconds_bucket",
             "ray_qlora_serve_batch_size_sum", "ray_qlora_serve_adapter_evictions_total", "ray_qlora_sweep_trials"} <= used
+
+
+def test_problems_and_model_cards_name_adapters_never_server_paths(tmp_path):
+    """What a client reads (/healthz problems, 503 messages, /v1/models) carries no absolute server path."""
+    from serving.registry import public_name, without_paths
+
+    empty = tmp_path / "no-card"
+    empty.mkdir()
+    cfg = load_app_config({"adapters": {"sql": "latest:sql", "broken": str(empty)},
+                           "storage_path": str(tmp_path / "sweeps")})
+    reg = Registry(cfg)
+    assert set(reg.problems) == {"sql", "broken"}
+    for problem in reg.problems.values():
+        assert str(tmp_path) not in problem and "/tmp" not in problem, problem
+    assert "'no-card' has no card.json" in reg.problems["broken"]
+    with pytest.raises(Unavailable) as e:
+        reg.get("broken")
+    assert str(tmp_path) not in str(e.value)
+    assert without_paths("model at /srv/models/x/adapter_config.json, see ~/y/z") == "model at adapter_config.json, see z"
+    assert without_paths("no route GET http://host/v1/sql") == "no route GET http://host/v1/sql"
+    assert public_name(str(tmp_path / "tiny-llama")) == "tiny-llama"
+    assert public_name("embedded:micro-llama") == "embedded:micro-llama"
+    assert public_name("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"

@@ -148,6 +148,7 @@ def test_every_route_answers(served):
 
     models = requests.get(f"{url}/v1/models", headers=_auth(), timeout=10).json()
     assert {m["id"]: m["task"] for m in models["data"]} == {"sql": "sql", "sql-b": "sql", "code": "code"}
+    assert all("path" not in m and "/" not in m["base_model"] for m in models["data"]), models  # ids, no server paths
 
     r = _post(served, "/v1/sql", {"question": "How many singers are there?", "schema": SCHEMA, "dialect": "postgres"})
     assert r.status_code == 200, r.text
