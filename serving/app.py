@@ -162,7 +162,7 @@ install_docs(api)
 
 def _job(adapter, prompt: str, max_new: int, req) -> dict:
     """What the model deployment is asked: serving.engine.Job's fields, plus the adapter's folder."""
-    return {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_new_tokens": max_new,
+    return {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_tokens": max_new,
             "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed}
 
 
