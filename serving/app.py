@@ -34,7 +34,7 @@ from serving import errors
 from serving.config import AppConfig, load_app_config
 from serving.engine import Job, Output, base_key
 from serving.errors import APIError
-from serving.http import AUTH, CapBodyAndCount, api_key_hash, install_docs
+from serving.http import AUTH, CapBodyAndCount, api_key_hash, install_docs, put, settings
 from serving.registry import Registry, Unavailable, public_name
 from serving.schemas import (
     ChatChoice, ChatRequest, ChatResponse, CodeRequest, CodeResponse, CompletionChoice, CompletionRequest,
@@ -159,7 +159,7 @@ class Service:
 
 
 def _service(request: Request) -> Service:
-    return request.app.state.service
+    return settings(request.app).service
 
 
 SVC = Depends(_service)
@@ -167,9 +167,7 @@ SVC = Depends(_service)
 
 def install(app: FastAPI, service: Service) -> None:
     """The service behind an app's routes (once per replica, and again on reconfigure)."""
-    app.state.service, app.state.key_hash = service, service.key_hash
-    app.state.max_body_bytes = service.cfg.limits.max_body_bytes
-    app.openapi_schema = None  # the spec carries the config's limits: made again
+    put(app, service=service, key_hash=service.key_hash, max_body_bytes=service.cfg.limits.max_body_bytes)
 
 
 def _usage(prompt_tokens: int, outs: list[Output]) -> Usage:
@@ -450,10 +448,11 @@ def _spec(app: FastAPI) -> dict:
     config's limits as constraints (max_tokens' cap, the schema's length), and the API key where it is
     needed. The prompt's token limit cannot be a JSON Schema constraint (tokens are not characters): it is
     in the descriptions, `x-max-prompt-tokens`, and a 400 `prompt_too_long`."""
-    if app.openapi_schema:
-        return app.openapi_schema
+    svc = getattr(settings(app), "service", None)
+    made = getattr(settings(app), "spec", None)
+    if made and made[0] is (svc.cfg if svc else None):  # made for this config (a reconfigure makes it again)
+        return made[1]
     spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-    svc = getattr(app.state, "service", None)
     limits = svc.cfg.limits if svc else None
     for path, ops in spec["paths"].items():
         for op in ops.values():
@@ -478,7 +477,7 @@ def _spec(app: FastAPI) -> dict:
     if svc and svc.key_hash:
         spec.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"}, "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
-    app.openapi_schema = spec
+    settings(app).spec = (svc.cfg if svc else None, spec)
     return spec
 
 
@@ -550,7 +549,7 @@ class Api:
     def reconfigure(self, user_config: dict) -> None:
         """serve deploy with a new user_config, in place: adapters, defaults, traffic (a canary, a rollback)
         and limits, over the app's args (what the user_config leaves out goes back to the args' value)."""
-        svc = api.state.service
+        svc = settings(api).service
         svc.configure(AppConfig.model_validate(_over(self.args, user_config)))
         install(api, svc)
 

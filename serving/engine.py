@@ -1,7 +1,8 @@
-"""The model side of serving, without Ray: one 4-bit base, LoRA adapters loaded by folder, and
-continuous batching. serving/app.py wraps it in a Serve deployment; tests and benchmarks call it directly.
+"""The model side of serving, without Ray: one base, LoRA adapters loaded by folder, and continuous
+batching. serving/generator.py wraps it in a Serve deployment; tests and benchmarks call it directly.
 
-    engine = Engine(base_model="embedded:micro-llama", max_batch_size=16)
+    engine = engine_for("/path/to/best_adapter", max_batch_size=16)   # the base its card.json names
+    engine = Engine(base_model="embedded:micro-llama", max_batch_size=16)   # or a base by name (NF4 default)
     info = engine.add_adapter("sql@1a2b", "/path/to/best_adapter")   # reads card.json: task, prompt version
     [out] = engine.generate([Job("sql@1a2b", prompt)])                 # Job per request, any mix of adapters
     ticket = engine.submit(Job(...), notify=callback)                  # from any thread; ticket.result()
@@ -9,15 +10,17 @@ continuous batching. serving/app.py wraps it in a Serve deployment; tests and be
 Generation is batched per decoding step, not per request (iteration-level, "continuous" batching): one
 thread owns the model and runs a loop over the rows in flight. Before every step, waiting requests are
 prefilled together and their KV cache is joined to the running rows' (left-padded to a common length);
-after it, rows that hit end-of-text, a stop string or their max_tokens leave at once and their callers are answered.
-So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
+after it, rows that hit end-of-text, a stop string or their max_tokens leave at once and their callers
+are answered. So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
 drain; a static batch (`generate` of Hugging Face over a fixed batch) runs as long as its longest row.
 
 A batch may mix adapters: PEFT runs each row through its own LoRA weights (`adapter_names`); a batch of
 one adapter runs it as the active adapter, without that per-row split. Rows decode greedily or sampled
-(temperature, top_p, and a seed of their own). An adapter is refused unless it was trained on this very
-base (name and, for the embedded model, the weights' sha256) with a prompt version this code renders. An
-adapter removed while rows still use it leaves when they finish.
+(temperature, top_p, and a seed of their own). A row's own failure (logits all NaN, a seed torch cannot
+take, an error in its stop strings) ends that row alone; a temperature too small for float32 decodes
+greedily. An adapter is refused unless it was trained on this very base (model, revision, quantization
+and, for the embedded model, the weights' sha256) with a prompt version this code renders. An adapter
+removed while rows still use it leaves when they finish.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import hmac
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
@@ -20,7 +21,26 @@ from fastapi.responses import FileResponse, HTMLResponse
 from serving import errors
 from serving.errors import APIError
 
-MAX_BODY_BYTES = 65_536  # until the app's state says otherwise (Limits.max_body_bytes)
+MAX_BODY_BYTES = 65_536  # until the app's settings say otherwise (Limits.max_body_bytes)
+
+# An ingress replica's settings (the service, the API key's hash, the body cap). Serve serves a frozen
+# copy of the FastAPI app made when the ingress class is decorated, not this module's object, so what the
+# replica sets at start lives here, in the module, for whichever copy serves; apps made in process (the
+# route tests) keep theirs in their own app.state.
+REPLICA = SimpleNamespace()
+
+
+def settings(app) -> SimpleNamespace:
+    """Where the app serving a request keeps its service, key_hash and max_body_bytes."""
+    state = getattr(app, "state", None)
+    return state if state is not None and hasattr(state, "service") else REPLICA
+
+
+def put(app, **values) -> None:
+    """Sets an app's settings, on the app and as the replica's."""
+    for k, v in values.items():
+        setattr(app.state, k, v)
+        setattr(REPLICA, k, v)
 
 
 class _HttpMetrics:
@@ -67,8 +87,7 @@ class CapBodyAndCount:
                                          tags={"route": path})
 
     async def _capped(self, scope, receive, send):
-        state = getattr(scope.get("app"), "state", None)
-        cap = getattr(state, "max_body_bytes", MAX_BODY_BYTES)
+        cap = getattr(settings(scope.get("app")), "max_body_bytes", MAX_BODY_BYTES)
 
         def too_large():
             return errors.response(413, f"body is larger than {cap} bytes", code="body_too_large")(scope, receive, send)
@@ -109,7 +128,7 @@ def api_key_hash(env_name: str) -> str | None:
 async def _authorized(request: Request) -> None:
     """An API key, when the server has one (from the environment, never the config): `Authorization:
     Bearer <key>` (what OpenAI clients send) or `X-API-Key`."""
-    want = getattr(request.app.state, "key_hash", None)
+    want = getattr(settings(request.app), "key_hash", None)
     if want is None:
         return
     got = request.headers.get("x-api-key") or ""

@@ -206,7 +206,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "qlora-sweep"
     task: str
-    base_model: str = Field(description="the base the adapter was trained on: a hub id, embedded:<name>, or a local folder's name")
+    base_model: str = Field(description="the base the adapter was trained on: a hub id, embedded:<name>, or a local "
+                            "folder's name")
 
 
 class ModelList(BaseModel):

@@ -42,7 +42,8 @@ def test_each_adapter_is_served_on_its_own_base_with_load_adapters_greedy_text(a
         model.eval()
         eos = tokenizer.eos_token_id
         for q in ("How many singers are there?", "What is the name of the oldest person in each city?"):
-            p = engine.render(name, {"question": q, "context": "CREATE TABLE people (id INTEGER, name TEXT, age INTEGER, city TEXT)"})
+            schema = "CREATE TABLE people (id INTEGER, name TEXT, age INTEGER, city TEXT)"
+            p = engine.render(name, {"question": q, "context": schema})
             ids = torch.tensor([engine._encode(p)])
             with torch.no_grad():
                 ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
