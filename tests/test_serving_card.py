@@ -57,3 +57,27 @@ def test_each_adapter_is_served_on_its_own_base_with_load_adapters_greedy_text(a
         assert other not in engine.adapters
     finally:
         engine.close()
+
+
+def test_a_replica_serves_adapters_of_two_bases_each_on_its_own_engine(adapters):
+    """The model deployment's class without Ray: an NF4 adapter and a 16-bit one get an engine each (not
+    one refused, not both on the first's base), and each answers as its own engine does."""
+    import asyncio
+
+    from serving.engine import Job
+    from serving.generator import Generator
+
+    gen = Generator(threads=2, preload=[str(adapters["nf4"])])
+    try:
+        assert len(gen.engines) == 1
+        p = "### Task: SQLite query\n"
+        outs = {name: asyncio.run(gen.generate(Job(f"{name}@x", p, 12), str(adapters[name]))) for name in ("nf4", "16bit")}
+        assert len(gen.engines) == 2
+        four = {bool(getattr(e.base, "is_loaded_in_4bit", False)) for e in gen.engines.values()}
+        assert four == {True, False}
+        for name in ("nf4", "16bit"):
+            engine = gen.engine_of[f"{name}@x"]
+            assert outs[name].text == engine.generate([Job(f"{name}@x", p, 12)])[0].text
+    finally:
+        for engine in gen.engines.values():
+            engine.close()
