@@ -15,7 +15,11 @@
 3. adapter swap against model reload, each until the new adapter answers over HTTP: the first request
    naming a not-yet-loaded adapter against redeploying the model deployment with it (a new replica
    process loads the base); in process also, Engine.add_adapter against a fresh Engine;
-4. replicas over time under a load ramp (1 client, then --ramp-clients, then none), autoscaling 1..2.
+4. replicas over time under a load ramp (1 client, then --ramp-clients, then none), autoscaling 1..2;
+5. the peer: `transformers serve --continuous-batching` (what a user could run instead), serving the same
+   micro model with the adapter merged into it, 4-bit (`--quantization bnb-4bit`), with the replica's
+   thread count, against our app serving the adapter unmerged on its 4-bit base (batching on): the same
+   raw prompts through /v1/completions on both, the same clients (1, 4, 16), in the same run.
 
 Every request is a greedy /v1/sql request of --new-tokens tokens on a bundled dev example, so that
 batched and unbatched runs do the same work. The adapter is the same in every run unless --adapter names
@@ -64,6 +68,8 @@ def parse_args(argv=None):
                     help="CPUs (= torch threads) of the one replica in the load and overhead rows, and of the direct "
                     "Engine (default 1; the ramp's replicas have 1 each)")
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--peer-port", type=int, default=8124)
+    ap.add_argument("--no-peer", action="store_true", help="skip the transformers serve comparison")
     ap.add_argument("--json-out", type=Path)
     return ap.parse_args(argv)
 
@@ -152,9 +158,51 @@ def load_test(url: str, bodies: list[dict], clients: int) -> dict:
             "tokens_per_s": sum(n for _, _, n in results) / wall, "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99)}
 
 
+def raw_bodies(model: str, prompts: list[str], new_tokens: int) -> list[dict]:
+    return [{"model": model, "prompt": p, "max_tokens": new_tokens, "temperature": 0} for p in prompts]
+
+
 def _pct(sorted_values: list[float], p: float) -> float:
     k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
     return sorted_values[k]
+
+
+def merged_model(adapter: Path) -> Path:
+    """The adapter merged into its base (16 bit, so the merge is exact), saved with its tokenizer: what
+    `transformers serve` can load (it takes no LoRA adapter); it quantizes it to 4 bit itself."""
+    from shared.artifacts import load_adapter
+
+    out = Path(tempfile.mkdtemp(prefix="serve-bench-merged-")) / "micro-sql-merged"
+    model, tokenizer, _ = load_adapter(adapter, quantization_mode="16bit")
+    model.merge_and_unload().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def start_peer(model: Path, port: int, threads: int):
+    """`transformers serve --continuous-batching --quantization bnb-4bit` on 127.0.0.1, torch threads as the
+    replica's; returns the process once /health answers."""
+    import subprocess
+
+    import requests
+
+    exe = str(Path(sys.executable).with_name("transformers"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([exe, "serve", str(model), "--continuous-batching", "--quantization", "bnb-4bit",
+                             "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"transformers serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError("transformers serve did not answer /health in 300 s")
 
 
 def floor_app():
@@ -288,6 +336,7 @@ def main(argv=None) -> int:
     bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.requests)]
     direct_bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.direct)]
     prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in direct_bodies]
+    peer_prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in bodies]
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load": [], "adapter": str(adapter),
                  "adapter_rank": read_card(adapter)[1].lora.rank}
     log(f"direct Engine, {args.replica_cpus} thread(s) (the replica's) ...")
@@ -307,6 +356,14 @@ def main(argv=None) -> int:
                 row = {"batch": batch, **load_test(url, bodies[:n], clients)}
                 log(f"  batch {batch:>2}  clients {clients:>2}: {row['req_per_s']:.2f} req/s, p50 {row['p50_s']:.2f} s")
                 out["load"].append(row)
+            if batch == 16 and not args.no_peer:  # the peer comparison's side of ours: raw prompts, unmerged adapter
+                completions = f"http://127.0.0.1:{args.port}/v1/completions"
+                for clients in (1, 4, 16):
+                    n = args.requests if clients > 1 else max(8, args.requests // 4)
+                    row = {"server": "ours", **load_test(completions, raw_bodies("sql", peer_prompts[:n], args.new_tokens),
+                                                         clients)}
+                    log(f"  ours /v1/completions  clients {clients:>2}: {row['req_per_s']:.2f} req/s")
+                    out.setdefault("peer", []).append(row)
 
             if batch == 1:
                 # 2. Serve overhead at batch 1, and beside it Serve's own floor (a bare app, same Serve)
@@ -350,6 +407,22 @@ def main(argv=None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+    if not args.no_peer:  # 5. the peer, alone on the machine (Ray is down)
+        log("merging the adapter and starting transformers serve --continuous-batching --quantization bnb-4bit ...")
+        merged = merged_model(adapter)
+        proc = start_peer(merged, args.peer_port, args.replica_cpus)
+        try:
+            peer_url = f"http://127.0.0.1:{args.peer_port}/v1/completions"
+            post(peer_url, raw_bodies(str(merged), peer_prompts[:1], args.new_tokens)[0])
+            for clients in (1, 4, 16):
+                n = args.requests if clients > 1 else max(8, args.requests // 4)
+                row = {"server": "transformers serve", **load_test(peer_url, raw_bodies(str(merged), peer_prompts[:n],
+                                                                                        args.new_tokens), clients)}
+                log(f"  transformers serve  clients {clients:>2}: {row['req_per_s']:.2f} req/s")
+                out["peer"].append(row)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
     report(out)
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=2) + "\n")
@@ -399,6 +472,19 @@ def report(out: dict) -> None:
           f"Serve overhead {overhead:+.1%} (<= 10%): {'met' if overhead <= 0.10 else 'NOT met'}; "
           f"swap {swap:.1f}x (>= 20x): {'met' if swap >= 20 else 'NOT met'}; "
           f"replicas 1 -> {top} -> {reps[-1] if reps else '-'}: {'met' if back else 'NOT met'}")
+    peer = {(r["server"], r["clients"]): r for r in out.get("peer", [])}
+    if peer:
+        print(f"\nthe peer, same raw prompts over /v1/completions, {out['args'].get('replica_cpus', 1)} thread(s) each:")
+        print(f"{'server':>20} {'clients':>7} {'ok':>4} {'req/s':>7} {'tokens/s':>8} {'p50 s':>7} {'p99 s':>7}")
+        for r in out["peer"]:
+            print(f"{r['server']:>20} {r['clients']:>7} {r['ok']:>4} {r['req_per_s']:>7.2f} {r['tokens_per_s']:>8.1f} "
+                  f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f}")
+        for clients in (1, 4, 16):
+            o, t = peer.get(("ours", clients)), peer.get(("transformers serve", clients))
+            if o and t:
+                print(f"ours / transformers serve at {clients:>2} clients: throughput {o['req_per_s'] / t['req_per_s']:.2f}x, "
+                      f"tokens/s {o['tokens_per_s'] / max(t['tokens_per_s'], 1e-9):.2f}x, "
+                      f"p50 {o['p50_s']:.3f} vs {t['p50_s']:.3f} s")
     out["ratios"] = {"batching_x16": x16, "serve_overhead": overhead, "serve_overhead_sql": overhead_sql,
                      "swap_vs_reload": swap, "swap_vs_reload_load_only": load_only,
                      "replicas_peak": top, "replicas_end": reps[-1] if reps else None}

@@ -1,296 +1,76 @@
-"""The Ray Serve app: a FastAPI ingress (`Api`) in front of an autoscaled model deployment (`Generator`).
+"""The Ray Serve app: the HTTP routes and `build_app`. A FastAPI ingress (`Api`) in front of an autoscaled
+model deployment (`Generator`, serving/generator.py).
 
     serve run serving/config.yaml                                          # adapters from latest/<task>.json
     serve run serving.app:build_app adapter=~/qlora-sweeps/latest/sql      # one adapter folder
     serve deploy serving/config.yaml                                       # onto a running cluster
 
-`Generator` loads the base once per replica in 4 bit and LoRA adapters by id (`@serve.multiplexed`, LRU);
-requests are batched continuously, across adapters: a request joins the running batch at the next decoding
-step and leaves it at its own end (serving/engine.py). `Api` holds the routes and the HTTP schemas
-(serving/schemas.py), resolves adapter names (serving/registry.py), applies the limits and turns every
-failure into one JSON error shape (serving/errors.py). Its user_config carries adapters/defaults/traffic
-and limits, so `serve deploy` with a new split (a canary, a rollback) or new limits reconfigures it in place.
-"""
+One shape from HTTP to the engine: a route validates its body (serving/schemas.py), resolves the adapter
+(serving/registry.py), renders the prompt (shared/prompts.py), checks the limits, and sends a typed
+`serving.engine.Job` to the model deployment, which batches it continuously with everyone else's.
+Failures become one JSON error shape (serving/errors.py); the body cap, request metrics, API key and the
+offline docs are serving/http.py. `Api`'s user_config carries adapters/defaults/traffic and limits, so
+`serve deploy` with a new split (a canary, a rollback) or new limits reconfigures it in place.
 
+Routes run without Ray too: `create_app()` + `install(app, Service(generator, cfg))` with any object that
+has the Generator's `generate(job, folder)` and `stream(job, folder)` (the route tests pass a fake).
+"""
 
 import ast  # noqa: I001  (no `from __future__ import annotations`: FastAPI reads the route annotations)
 import asyncio
-import hashlib
-import hmac
 import json
-import os
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
-from ray.util import metrics
 
 from serving import errors
 from serving.config import AppConfig, load_app_config
+from serving.engine import Job, Output, base_key
 from serving.errors import APIError
-from serving.registry import Registry, Unavailable
+from serving.http import AUTH, CapBodyAndCount, api_key_hash, install_docs, put, settings
+from serving.registry import Registry, Unavailable, public_name
 from serving.schemas import (
-    ChatRequest, CodeRequest, CodeResponse, CompletionRequest, ModelCard, SqlRequest, SqlResponse, Usage,
+    ChatChoice, ChatRequest, ChatResponse, CodeRequest, CodeResponse, CompletionChoice, CompletionRequest,
+    CompletionResponse, ErrorBody, Health, ModelCard, ModelList, SqlRequest, SqlResponse, Usage,
 )
-from serving.sqlcheck import DIALECTS, SchemaError, check_sql, parse_schema
+from serving.sqlcheck import SchemaError, check_sql, parse_schema
+from shared.artifacts import base_of
 from shared.config import ConfigError
 from shared.prompts import extract_answer, prompt_for
 
 RETRY_AFTER_S = "1"
-
-# =============================================================================================== model
-
-
-class Generator:
-    """One replica: the 4-bit base, adapters multiplexed by model id, continuous batching (serving/engine.py):
-    requests join and leave the running batch between decoding steps."""
-
-    def __init__(self, base_model: str, threads: int, max_batch_size: int, batch_wait_timeout_s: float):
-        from serving.engine import Engine
-
-        self.engine = Engine(base_model, threads=threads, max_batch_size=max_batch_size,
-                             batch_wait_s=batch_wait_timeout_s)
-        self.paths: dict[str, str] = {}  # model id -> folder, told by the ingress with each request
-        self.m_batch = metrics.Histogram("qlora_serve_batch_size", "Rows in one forward pass (prefill or decode step)",
-                                         boundaries=[1, 2, 4, 8, 16, 32, 64])
-        self.engine.on_step = self.m_batch.observe
-        self.m_loads = metrics.Counter("qlora_serve_adapter_loads", "Adapters loaded into a replica", tag_keys=("adapter",))
-        self.m_evictions = metrics.Counter("qlora_serve_adapter_evictions", "Adapters evicted (LRU)", tag_keys=("adapter",))
-        self.m_load_s = metrics.Histogram("qlora_serve_adapter_load_seconds", "Time to load an adapter",
-                                          boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30])
-
-    async def load(self, model_id: str):
-        """Loads an adapter by model id (the multiplexed loader; wrapped in @serve.multiplexed below)."""
-        path = self.paths[model_id]
-        info = await asyncio.to_thread(self.engine.add_adapter, model_id, path)
-        name = model_id.split("@", 1)[0]
-        self.m_loads.inc(tags={"adapter": name})
-        self.m_load_s.observe(info.load_s)
-        return _Loaded(self, model_id)
-
-    async def _submit(self, job: dict, ready: asyncio.Event, every_token: bool):
-        """The job into the engine's batch; ready is set (on this loop) as it progresses."""
-        from serving.engine import Job
-
-        model_id = job["adapter"]
-        self.paths[model_id] = job.pop("path")
-        loop = asyncio.get_running_loop()
-        for _ in range(3):  # an adapter evicted between its load and the submit is loaded again
-            await self.load(model_id)
-            try:
-                return self.engine.submit(Job(**job), notify=lambda: loop.call_soon_threadsafe(ready.set),
-                                          every_token=every_token)
-            except KeyError:
-                continue
-        raise RuntimeError("adapters kept being evicted under this request; raise max_adapters_per_replica")
-
-    async def generate(self, job: dict) -> dict:
-        ready = asyncio.Event()
-        ticket = await self._submit(job, ready, every_token=False)
-        try:
-            while not ticket.done:
-                await ready.wait()
-                ready.clear()
-            return ticket.result().__dict__
-        finally:
-            ticket.cancel()  # a call cancelled by its caller (timeout, disconnect) frees its row; no-op once done
-
-    async def stream(self, job: dict) -> AsyncIterator[str]:
-        ready = asyncio.Event()
-        ticket = await self._submit(job, ready, every_token=True)
-        try:
-            while True:
-                await ready.wait()
-                ready.clear()
-                piece, done = ticket.take()  # raises the row's error once done
-                if piece:
-                    yield piece
-                if done:
-                    return
-        finally:
-            ticket.cancel()
+SECTION_END = "###"  # chat answers end where the prompt format's next section would start
 
 
-class _Loaded:
-    """What the multiplexed loader returns; Serve calls __del__ when the LRU evicts it."""
-
-    def __init__(self, gen: Generator, model_id: str):
-        self.gen, self.model_id = gen, model_id
-
-    def __del__(self):
-        gen = self.__dict__.pop("gen", None)
-        if gen is not None and self.model_id in gen.engine.adapters:
-            gen.engine.remove_adapter(self.model_id)
-            gen.m_evictions.inc(tags={"adapter": self.model_id.split("@", 1)[0]})
+class Overloaded(Exception):
+    """The model deployment refused the request (its queue is full): 503 with Retry-After."""
 
 
-def generator_deployment(cfg: AppConfig, base_model: str):
-    m = cfg.model
-    cls = type("Generator", (Generator,), {
-        "load": serve.multiplexed(max_num_models_per_replica=m.max_adapters_per_replica)(Generator.load),
-    })
-    a = m.autoscaling
-    return serve.deployment(
-        cls, name="Generator",
-        ray_actor_options={"num_cpus": m.resources.num_cpus, "num_gpus": m.resources.num_gpus},
-        autoscaling_config={
-            "min_replicas": a.min_replicas, "initial_replicas": max(a.min_replicas, 1), "max_replicas": a.max_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
-        },
-        max_ongoing_requests=m.max_ongoing_requests, max_queued_requests=m.max_queued_requests,
-    ).bind(base_model, max(1, int(m.resources.num_cpus)), cfg.batching.max_batch_size,
-           cfg.batching.batch_wait_timeout_s)
+class ReplicaGone(Exception):
+    """The model replica died or became unreachable during the request: retried once, then 503."""
 
 
-# ============================================================================================= ingress
-
-api = FastAPI(
-    title="qlora-sweep serving",
-    summary="Text-to-SQL and Python code from QLoRA adapters; OpenAI-compatible completions and chat.",
-    version="1",
-)
-errors.install(api)
-_LIMITS = {"max_body_bytes": 65_536}  # this replica's, set by Api.__init__
+# ====================================================================================== the service
 
 
-class _HttpMetrics:
-    """Requests by route and status, and latency, for every request (4xx before a route ran included)."""
+class Service:
+    """What the routes need across requests: the config, the adapter names, the model deployment,
+    tokenizers (prompt limits are checked before anything reaches the model) and metrics."""
 
-    def __init__(self):
-        self.requests = metrics.Counter("qlora_serve_requests", "HTTP requests by route and status",
-                                        tag_keys=("route", "status"))
-        self.latency = metrics.Histogram("qlora_serve_latency_seconds", "Time to the response's start",
-                                         tag_keys=("route",), boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
+    def __init__(self, generator, cfg: AppConfig, key_hash: str | None = None):
+        from ray.util import metrics
 
-
-class CapBodyAndCount:
-    """ASGI middleware: 413 for a body over the cap, by Content-Length or by what arrives (chunked), and
-    every request counted by route and status, with its latency. Plain ASGI rather than
-    `@app.middleware("http")`: Starlette runs that kind in an extra task with memory streams, which cost
-    1.1-1.4 ms a request on 2 cores (a bare Serve app's round trip, 150 requests, 7.96 -> 9.40 ms)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.metrics: _HttpMetrics | None = None  # made at the first request, inside the replica
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status, took = [500], [None]  # 500: what the client gets if the app raises before answering
-
-        async def send_counted(message):
-            if message["type"] == "http.response.start":
-                status[0], took[0] = message["status"], time.perf_counter() - start
-            await send(message)
-
-        try:
-            if await self._capped(scope, receive, send_counted) == "gone":
-                status[0] = 499  # the client closed the connection before its body arrived
-        finally:
-            self.metrics = self.metrics or _HttpMetrics()
-            path = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.inc(tags={"route": path, "status": str(status[0])})
-            self.metrics.latency.observe(took[0] if took[0] is not None else time.perf_counter() - start,
-                                         tags={"route": path})
-
-    async def _capped(self, scope, receive, send):
-        cap = _LIMITS["max_body_bytes"]
-
-        def too_large():
-            return errors.response(413, f"body is larger than {cap} bytes", code="body_too_large")(scope, receive, send)
-
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None:
-            if not length.isdigit() or int(length) > cap:
-                return await too_large()
-            return await self.app(scope, receive, send)
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        body, more = b"", True  # chunked: read it all first, refusing it as soon as it passes the cap
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return "gone"
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > cap:
-                return await too_large()
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the disconnect, when it comes
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-api.add_middleware(CapBodyAndCount)
-
-
-async def _authorized(request: Request) -> None:
-    """An API key, when the server has one (from the environment, never the config): `Authorization:
-    Bearer <key>` (what OpenAI clients send) or `X-API-Key`."""
-    want = request.app.state.key_hash
-    if want is None:
-        return
-    got = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if auth.lower().startswith("bearer "):
-        got = auth[7:].strip()
-    if not got or not hmac.compare_digest(hashlib.sha256(got.encode()).hexdigest(), want):
-        raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", code="invalid_api_key")
-
-
-AUTH = [Depends(_authorized)]
-
-
-def _job(adapter, prompt: str, max_new: int, req) -> dict:
-    """What the model deployment is asked: serving.engine.Job's fields, plus the adapter's folder."""
-    return {"adapter": adapter.model_id, "path": adapter.path, "prompt": prompt, "max_new_tokens": max_new,
-            "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed}
-
-
-def _usage(prompt_tokens: int, out: dict) -> Usage:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=out["completion_tokens"],
-                 total_tokens=prompt_tokens + out["completion_tokens"])
-
-
-def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
-    """text up to the first stop string, and whether one was found."""
-    at = min((i for s in stops if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:at], True) if at >= 0 else (text, False)
-
-
-def _over(args: dict, user_config: dict) -> dict:
-    """The ingress's user_config over the app's args: limits key by key, the other keys whole."""
-    out = {**args, **user_config}
-    if "limits" in user_config:
-        out["limits"] = {**args.get("limits", {}), **user_config["limits"]}
-    return out
-
-
-@serve.ingress(api)
-class Api:
-    def __init__(self, generator: DeploymentHandle, cfg: dict, key_hash: str | None):
-        self.args = cfg
-        self.cfg = AppConfig.model_validate(cfg)
-        self.generator = generator
-        self.registry = Registry(self.cfg)
-        api.state.key_hash = key_hash
-        _LIMITS["max_body_bytes"] = self.cfg.limits.max_body_bytes
+        self.generator, self.key_hash = generator, key_hash
+        self.configure(cfg)
         self.rng = random.Random()
-        self.tokenizer = None
+        self.tokenizers: dict[str, object] = {}  # base key -> its tokenizer, from an adapter folder
         self._poll: asyncio.Task | None = None
         self.m_ttft = metrics.Histogram("qlora_serve_time_to_first_token_seconds", "Streaming: time to first token",
                                         tag_keys=("route",), boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
@@ -300,12 +80,8 @@ class Api:
         self.m_promotions = metrics.Counter("qlora_serve_adapter_promotions", "Adapter names that got a new folder",
                                             tag_keys=("adapter",))
 
-    def reconfigure(self, user_config: dict) -> None:
-        """serve deploy with a new user_config, in place: adapters, defaults, traffic (a canary, a rollback)
-        and limits, over the app's args (what the user_config leaves out goes back to the args' value)."""
-        self.cfg = AppConfig.model_validate(_over(self.args, user_config))
-        self.registry = Registry(self.cfg)
-        _LIMITS["max_body_bytes"] = self.cfg.limits.max_body_bytes
+    def configure(self, cfg: AppConfig) -> None:
+        self.cfg, self.registry = cfg, Registry(cfg)
 
     def _start_polling(self) -> None:
         if self._poll is None or self._poll.done():
@@ -317,9 +93,7 @@ class Api:
             for name in await asyncio.to_thread(self.registry.refresh):
                 self.m_promotions.inc(tags={"adapter": name})
 
-    # ---------------------------------------------------------------------------------- helpers
-
-    def _adapter(self, name: str | None, task: str | None, param: str):
+    def adapter(self, name: str | None, task: str | None, param: str):
         self._start_polling()
         try:
             a = self.registry.get(name) if name else self.registry.default_for(task, self.rng)
@@ -330,221 +104,482 @@ class Api:
             raise APIError(503, str(e), param=param, code="adapter_unavailable",
                            headers={"Retry-After": str(int(self.cfg.latest_poll_s))}) from None
         if task and a.task != task:
-            raise APIError(400, f"adapter {a.name!r} is a {a.task} adapter, not {task}", param=param,
-                           code="wrong_task")
+            raise APIError(400, f"adapter {a.name!r} is a {a.task} adapter, not {task}", param=param, code="wrong_task")
         return a
 
-    def _new_tokens(self, asked: int | None, param: str = "max_tokens") -> int:
+    def max_tokens(self, budget: int | None, param: str) -> int:
+        """The request's budget of new tokens, checked against the server's cap (limits.max_new_tokens)."""
         lim = self.cfg.limits
-        if asked is None:
+        if budget is None:
             return lim.default_new_tokens
-        if asked > lim.max_new_tokens:
-            raise APIError(400, f"{param}: {asked} is above this server's limit of {lim.max_new_tokens}",
+        if budget > lim.max_new_tokens:
+            raise APIError(400, f"{param}: {budget} is above this server's limit of {lim.max_new_tokens}",
                            param=param, code="max_tokens_too_large")
-        return asked
+        return budget
 
-    def _count(self, prompt: str) -> int:
-        if self.tokenizer is None:
+    def count(self, adapter, prompt: str, param: str) -> int:
+        """Prompt tokens (with the start token), refused above limits.max_prompt_tokens: never truncated."""
+        if adapter.base not in self.tokenizers:
             from transformers import AutoTokenizer
 
-            any_adapter = next(iter(self.registry.adapters.values()))
-            self.tokenizer = AutoTokenizer.from_pretrained(any_adapter.path)
-        n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1
+            self.tokenizers[adapter.base] = AutoTokenizer.from_pretrained(adapter.path)
+        n = len(self.tokenizers[adapter.base](prompt, add_special_tokens=False)["input_ids"]) + 1
         cap = self.cfg.limits.max_prompt_tokens
         if n > cap:
-            raise APIError(400, f"prompt is {n} tokens; this server's limit is {cap}", param="prompt",
+            raise APIError(400, f"{param}: the prompt is {n} tokens; this server's limit is {cap}", param=param,
                            code="prompt_too_long")
         return n
 
-    async def _run(self, adapter, prompt: str, max_new: int, req) -> dict:
-        job = _job(adapter, prompt, max_new, req)
-        call = self.generator.options(multiplexed_model_id=adapter.model_id).generate.remote(job)
-        try:
-            out = await asyncio.wait_for(call, timeout=self.cfg.limits.request_timeout_s)
-        except BackPressureError:
-            raise APIError(503, "the model deployment is at capacity; retry shortly", code="overloaded",
-                           headers={"Retry-After": RETRY_AFTER_S}) from None
-        except TimeoutError:
-            call.cancel()
-            raise APIError(504, f"generation took longer than {self.cfg.limits.request_timeout_s} s",
-                           code="timeout") from None
-        self.m_tokens.inc(out["completion_tokens"], tags={"adapter": adapter.name})
+    async def run(self, adapter, job: Job) -> Output:
+        """One generation, within limits.request_timeout_s. A replica that dies under it: retried once on
+        another (generation has no side effects), then 503 with Retry-After."""
+        timeout = self.cfg.limits.request_timeout_s
+        deadline = time.monotonic() + timeout
+        for attempt in (1, 2):
+            try:
+                out = await asyncio.wait_for(self.generator.generate(job, adapter.path),
+                                             max(0.001, deadline - time.monotonic()))
+                break
+            except TimeoutError:
+                raise APIError(504, f"generation took longer than {timeout} s", code="timeout") from None
+            except Overloaded:
+                raise APIError(503, "the model deployment is at capacity; retry shortly", code="overloaded",
+                               headers={"Retry-After": RETRY_AFTER_S}) from None
+            except ReplicaGone:
+                if attempt == 2:
+                    raise APIError(503, "the model replica is unavailable; retry shortly", code="replica_unavailable",
+                                   headers={"Retry-After": RETRY_AFTER_S}) from None
+        self.m_tokens.inc(out.completion_tokens, tags={"adapter": adapter.name})
         return out
 
-    def _record(self, route: str, start: float, tokens: int) -> None:
+    def record(self, route: str, start: float, tokens: int) -> None:
         took = time.perf_counter() - start
         if tokens and took > 0:
             self.m_tps.observe(tokens / took, tags={"route": route})
 
-    # ------------------------------------------------------------------------------------ routes
 
-    @api.get("/healthz", include_in_schema=True, summary="Liveness: 200 while the ingress runs (no API key)")
-    async def healthz(self) -> dict:
-        return {"status": "ok", "adapters": sorted(self.registry.adapters),
-                "unavailable": self.registry.problems}
+def _service(request: Request) -> Service:
+    return settings(request.app).service
 
-    @api.get("/v1/models", dependencies=AUTH, summary="The adapters this server answers with")
-    async def models(self) -> dict:
-        cards = [ModelCard(id=a.name, created=a.created, task=a.task, path=a.path, base_model=a.base_model)
-                 for a in self.registry.adapters.values()]
-        return {"object": "list", "data": [c.model_dump() for c in cards]}
 
-    @api.post("/v1/sql", response_model=SqlResponse, dependencies=AUTH,
-              summary="Text-to-SQL: question + CREATE TABLE schema -> checked SQL in your dialect")
-    async def sql(self, req: SqlRequest) -> SqlResponse:
-        start = time.perf_counter()
-        if req.dialect not in DIALECTS:
-            raise APIError(400, f"dialect: unknown {req.dialect!r}; one of {', '.join(DIALECTS)}",
-                           param="dialect", code="unknown_dialect")
-        if len(req.schema_) > self.cfg.limits.max_schema_chars:
-            raise APIError(400, f"schema: longer than {self.cfg.limits.max_schema_chars} characters",
-                           param="schema", code="schema_too_long")
+SVC = Depends(_service)
+
+
+def install(app: FastAPI, service: Service) -> None:
+    """The service behind an app's routes (once per replica, and again on reconfigure)."""
+    put(app, service=service, key_hash=service.key_hash, max_body_bytes=service.cfg.limits.max_body_bytes)
+
+
+def _usage(prompt_tokens: int, outs: list[Output]) -> Usage:
+    done = sum(o.completion_tokens for o in outs)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=done, total_tokens=prompt_tokens + done)
+
+
+# ========================================================================================== routes
+
+ERRORS = {
+    400: "bad input: the message and `param` name the field",
+    401: "missing or wrong API key (only when the server has one)",
+    404: "unknown adapter",
+    413: "body larger than limits.max_body_bytes",
+    500: "an unexpected failure, with a request id to find it in the server log",
+    503: "overloaded, a replica unavailable, or an adapter not exported yet: retry after Retry-After seconds",
+    504: "generation ran past limits.request_timeout_s",
+}
+
+
+def _errors(*statuses: int) -> dict:
+    return {s: {"model": ErrorBody, "description": ERRORS[s]} for s in statuses}
+
+
+GENERATES = _errors(400, 401, 404, 413, 500, 503, 504)
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {  # one event (OpenAPI 3.1: `schema` is per event)
+    "data": {"type": "string", "description": "a chunk (JSON), an error body (JSON) after which the stream ends, or [DONE]"}}}
+SSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+             "description": "JSON, or with stream: true server-sent events (`data: {chunk}` ... `data: [DONE]`)"}}
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, responses=_errors(500),
+            summary="Liveness: 200 while the ingress runs (no API key)")
+async def healthz(svc: Service = SVC) -> Health:
+    return Health(adapters=sorted(svc.registry.adapters), unavailable=svc.registry.problems)
+
+
+def _card(a) -> ModelCard:
+    return ModelCard(id=a.name, created=a.created, task=a.task, base_model=public_name(a.base_model))
+
+
+@router.get("/v1/models", response_model=ModelList, dependencies=AUTH, responses=_errors(401, 413, 500),
+            summary="The adapters this server answers with")
+async def models(svc: Service = SVC) -> ModelList:
+    return ModelList(data=[_card(a) for a in svc.registry.adapters.values()])
+
+
+@router.get("/v1/models/{model}", response_model=ModelCard, dependencies=AUTH, responses=_errors(401, 404, 413, 500, 503),
+            summary="One adapter by name")
+async def model(model: str, svc: Service = SVC) -> ModelCard:
+    return _card(svc.adapter(model, None, "model"))
+
+
+@router.post("/v1/sql", response_model=SqlResponse, dependencies=AUTH, responses=GENERATES,
+             summary="Text-to-SQL: question + CREATE TABLE schema -> checked SQL in your dialect")
+async def sql(req: SqlRequest, svc: Service = SVC) -> SqlResponse:
+    start = time.perf_counter()
+    if len(req.schema_) > svc.cfg.limits.max_schema_chars:
+        raise APIError(400, f"schema: longer than {svc.cfg.limits.max_schema_chars} characters", param="schema",
+                       code="schema_too_long")
+    try:
+        tables = parse_schema(req.schema_)
+    except SchemaError as e:
+        raise APIError(400, f"schema: {e}", param="schema", code="invalid_schema") from None
+    adapter = svc.adapter(req.adapter, "sql", "adapter")
+    prompt = prompt_for("sql", {"question": req.question, "context": req.schema_})
+    n = svc.count(adapter, prompt, "question")
+    out = await svc.run(adapter, _job(adapter, prompt, svc.max_tokens(req.max_tokens, "max_tokens"), req))
+    raw = extract_answer("sql", out.text)
+    check = check_sql(raw, tables, req.dialect)
+    svc.record("/v1/sql", start, out.completion_tokens)
+    return SqlResponse(sql=check.sql, valid=check.valid, reason=check.reason, dialect=req.dialect, adapter=adapter.name,
+                       adapter_id=adapter.model_id, raw=raw, usage=_usage(n, [out]))
+
+
+@router.post("/v1/code", response_model=CodeResponse, dependencies=AUTH, responses=GENERATES,
+             summary="Python code: instruction (+ input) -> code, checked with ast.parse (never run)")
+async def code(req: CodeRequest, svc: Service = SVC) -> CodeResponse:
+    start = time.perf_counter()
+    adapter = svc.adapter(req.adapter, "code", "adapter")
+    prompt = prompt_for("code", {"instruction": req.instruction, "input": req.input or ""})
+    n = svc.count(adapter, prompt, "instruction")
+    out = await svc.run(adapter, _job(adapter, prompt, svc.max_tokens(req.max_tokens, "max_tokens"), req))
+    text = extract_answer("code", out.text)
+    try:
+        ast.parse(text)
+        valid, reason = True, None
+    except SyntaxError as e:
+        valid, reason = False, f"SyntaxError: {e.msg} (line {e.lineno})"
+    svc.record("/v1/code", start, out.completion_tokens)
+    return CodeResponse(code=text, valid=valid, reason=reason, adapter=adapter.name, adapter_id=adapter.model_id,
+                        usage=_usage(n, [out]))
+
+
+def _job(adapter, prompt: str, max_tokens: int, req, stop: tuple[str, ...] = (), seed_offset: int = 0) -> Job:
+    seed = None if req.seed is None else req.seed + seed_offset
+    return Job(adapter.model_id, prompt, max_tokens, req.temperature, req.top_p, seed, stop)
+
+
+@router.post("/v1/completions", response_model=CompletionResponse, dependencies=AUTH, responses={**GENERATES, **SSE},
+             summary="OpenAI-compatible completions (raw prompt; a list of prompts and n choices are rows of the batch)")
+async def completions(req: CompletionRequest, svc: Service = SVC):
+    adapter = svc.adapter(req.model, None, "model")
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    return await _openai(svc, "/v1/completions", req, adapter, prompts, "prompt", chat=False)
+
+
+_CREATE = re.compile(r"\bCREATE\s+TABLE\b", re.I)
+
+
+def split_schema(text: str) -> tuple[str, str]:
+    """A user message holding CREATE TABLE statements and a question -> (the statements, the rest)."""
+    tables, rest, at = [], [], 0
+    for m in _CREATE.finditer(text):
+        if m.start() < at:
+            continue
+        open_at = text.find("(", m.end())
+        if open_at < 0:
+            break
+        depth, i = 0, open_at
+        while i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        if i < len(text) and text[i] == ";":
+            i += 1
+        rest.append(text[at:m.start()])
+        tables.append(text[m.start():i].strip())
+        at = i
+    rest.append(text[at:])
+    return "\n".join(tables), " ".join(" ".join(rest).split())
+
+
+@router.post("/v1/chat/completions", response_model=ChatResponse, dependencies=AUTH, responses={**GENERATES, **SSE},
+             summary="OpenAI-compatible chat: sql adapters take the schema as the system message (or the CREATE TABLE "
+             "statements in the user message) and the question as the last user message; code adapters the "
+             "instruction as the last user message")
+async def chat(req: ChatRequest, svc: Service = SVC):
+    adapter = svc.adapter(req.model, None, "model")
+    users = [m.text for m in req.messages if m.role == "user"]
+    if not users:
+        raise APIError(400, "messages: no user message", param="messages", code="no_user_message")
+    if adapter.task == "sql":
+        schema = "\n".join(m.text for m in req.messages if m.role in ("system", "developer"))
+        question = users[-1]
+        if not schema.strip():
+            schema, question = split_schema(users[-1])
         try:
-            tables = parse_schema(req.schema_)
+            parse_schema(schema)
         except SchemaError as e:
-            raise APIError(400, f"schema: {e}", param="schema", code="invalid_schema") from None
-        adapter = self._adapter(req.adapter, "sql", "adapter")
-        prompt = prompt_for("sql", {"question": req.question, "context": req.schema_})
-        n = self._count(prompt)
-        out = await self._run(adapter, prompt, self._new_tokens(req.max_tokens), req)
-        raw = extract_answer("sql", out["text"])
-        check = check_sql(raw, tables, req.dialect)
-        self._record("/v1/sql", start, out["completion_tokens"])
-        return SqlResponse(sql=check.sql, valid=check.valid, reason=check.reason, dialect=req.dialect,
-                           adapter=adapter.name, adapter_id=adapter.model_id, raw=raw, usage=_usage(n, out))
+            raise APIError(400, f"messages: the CREATE TABLE schema (a system message, or in the user message): {e}",
+                           param="messages", code="invalid_schema") from None
+        if not question:
+            raise APIError(400, "messages: the user message holds no question beside the schema", param="messages",
+                           code="no_question")
+        prompt = prompt_for("sql", {"question": question, "context": schema})
+    else:
+        prompt = prompt_for("code", {"instruction": users[-1], "input": ""})
+    return await _openai(svc, "/v1/chat/completions", req, adapter, [prompt], "messages", chat=True)
 
-    @api.post("/v1/code", response_model=CodeResponse, dependencies=AUTH,
-              summary="Python code: instruction (+ input) -> code, checked with ast.parse (never run)")
-    async def code(self, req: CodeRequest) -> CodeResponse:
-        start = time.perf_counter()
-        adapter = self._adapter(req.adapter, "code", "adapter")
-        prompt = prompt_for("code", {"instruction": req.instruction, "input": req.input or ""})
-        n = self._count(prompt)
-        out = await self._run(adapter, prompt, self._new_tokens(req.max_tokens), req)
-        code = extract_answer("code", out["text"])
+
+async def _openai(svc: Service, route: str, req, adapter, prompts: list[str], prompt_param: str, chat: bool):
+    start = time.perf_counter()
+    if req.stream and len(prompts) * req.n > 1:
+        param = "n" if req.n > 1 else "prompt"
+        raise APIError(400, f"{param}: streaming answers one choice; send n: 1 and one prompt", param=param,
+                       code="stream_one_choice")
+    counts = [svc.count(adapter, p, prompt_param) for p in prompts]
+    budget = svc.max_tokens(req.budget, req.budget_param)
+    stops = req.stops + ((SECTION_END,) if chat else ())
+    jobs = [_job(adapter, p, budget, req, stops, j) for p in prompts for j in range(req.n)]
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    if req.stream:
+        return await _stream(svc, route, req, adapter, jobs[0], counts[0], rid, chat, start)
+    outs = await asyncio.gather(*(svc.run(adapter, j) for j in jobs))
+    svc.record(route, start, sum(o.completion_tokens for o in outs))
+    usage = _usage(sum(counts), outs)
+    head = dict(id=rid, created=int(time.time()), model=adapter.name, system_fingerprint=adapter.model_id, usage=usage)
+    if chat:
+        return ChatResponse(**head, choices=[ChatChoice(index=i, message={"content": o.text.strip()},
+                                                        finish_reason=o.finish_reason) for i, o in enumerate(outs)])
+    return CompletionResponse(**head, choices=[CompletionChoice(index=i, text=o.text, finish_reason=o.finish_reason)
+                                               for i, o in enumerate(outs)])
+
+
+async def _stream(svc: Service, route: str, req, adapter, job: Job, prompt_tokens: int, rid: str, chat: bool,
+                  start: float):
+    """Server-sent events. The first item is awaited here, so that a refusal (overload, timeout, a replica
+    gone) is still an HTTP status; a failure after it is an error event, and the stream ends."""
+    items = _items(svc, adapter, job)
+    try:
+        first = await asyncio.wait_for(anext(items), svc.cfg.limits.request_timeout_s)
+    except TimeoutError:
+        await items.aclose()
+        raise APIError(504, f"generation took longer than {svc.cfg.limits.request_timeout_s} s", code="timeout") from None
+    except Overloaded:
+        raise APIError(503, "the model deployment is at capacity; retry shortly", code="overloaded",
+                       headers={"Retry-After": RETRY_AFTER_S}) from None
+    except ReplicaGone:
+        raise APIError(503, "the model replica is unavailable; retry shortly", code="replica_unavailable",
+                       headers={"Retry-After": RETRY_AFTER_S}) from None
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    created = int(time.time())
+
+    def event(choices: list, usage: Usage | None = None) -> str:
+        body = {"id": rid, "object": obj, "created": created, "model": adapter.name,
+                "system_fingerprint": adapter.model_id, "choices": choices}
+        if include_usage:
+            body["usage"] = usage.model_dump() if usage else None
+        return f"data: {json.dumps(body)}\n\n"
+
+    def choice(piece: str | None, finish: str | None) -> dict:
+        if chat:
+            return {"index": 0, "delta": {"content": piece} if piece is not None else {}, "finish_reason": finish}
+        return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+
+    async def events() -> AsyncIterator[str]:
+        if chat:
+            yield event([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])
+        item, first_at = first, None
         try:
-            ast.parse(code)
-            valid, reason = True, None
-        except SyntaxError as e:
-            valid, reason = False, f"SyntaxError: {e.msg} (line {e.lineno})"
-        self._record("/v1/code", start, out["completion_tokens"])
-        return CodeResponse(code=code, valid=valid, reason=reason, adapter=adapter.name, adapter_id=adapter.model_id,
-                            usage=_usage(n, out))
-
-    @api.post("/v1/completions", dependencies=AUTH, summary="OpenAI-compatible completions (raw prompt)")
-    async def completions(self, req: CompletionRequest):
-        prompt = req.prompt if isinstance(req.prompt, str) else (req.prompt[0] if len(req.prompt) == 1 else None)
-        if prompt is None:
-            raise APIError(400, "prompt: one prompt per request", param="prompt", code="one_prompt")
-        adapter = self._adapter(req.model, None, "model")
-        return await self._openai("/v1/completions", req, adapter, prompt, chat=False)
-
-    @api.post("/v1/chat/completions", dependencies=AUTH,
-              summary="OpenAI-compatible chat: sql adapters take the schema as the system message and the "
-              "question as the last user message; code adapters the instruction as the last user message")
-    async def chat(self, req: ChatRequest):
-        adapter = self._adapter(req.model, None, "model")
-        users = [m.content for m in req.messages if m.role == "user"]
-        if not users:
-            raise APIError(400, "messages: no user message", param="messages", code="no_user_message")
-        if adapter.task == "sql":
-            schema = "\n".join(m.content for m in req.messages if m.role in ("system", "developer"))
-            try:
-                parse_schema(schema)
-            except SchemaError as e:
-                raise APIError(400, f"messages: the system message must be the CREATE TABLE schema: {e}",
-                               param="messages", code="invalid_schema") from None
-            prompt = prompt_for("sql", {"question": users[-1], "context": schema})
-        else:
-            prompt = prompt_for("code", {"instruction": users[-1], "input": ""})
-        return await self._openai("/v1/chat/completions", req, adapter, prompt, chat=True)
-
-    async def _openai(self, route: str, req, adapter, prompt: str, chat: bool):
-        start = time.perf_counter()
-        n = self._count(prompt)
-        max_new = self._new_tokens(req.max_completion_tokens or req.max_tokens)
-        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        if chat:
-            stops.append("###")  # a task answer ends where the prompt format's next section would start
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        if req.stream:
-            return StreamingResponse(self._sse(route, req, adapter, prompt, max_new, stops, rid, chat, start),
-                                     media_type="text/event-stream")
-        out = await self._run(adapter, prompt, max_new, req)
-        text, stopped = _cut(out["text"], stops)
-        finish = "stop" if stopped or out["finish_reason"] == "stop" else "length"
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text.strip()}, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        self._record(route, start, out["completion_tokens"])
-        return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": adapter.name, "system_fingerprint": adapter.model_id, "choices": [choice],
-                "usage": _usage(n, out).model_dump()}
-
-    async def _sse(self, route, req, adapter, prompt, max_new, stops, rid, chat, start) -> AsyncIterator[str]:
-        job = _job(adapter, prompt, max_new, req)
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        created = int(time.time())
-
-        def chunk(piece: str | None, finish: str | None) -> str:
-            if chat:
-                delta = {"content": piece} if piece is not None else {}
-                choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
-            return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": adapter.name,
-                                          "system_fingerprint": adapter.model_id, "choices": [choice]}) + "\n\n"
-
-        if chat:
-            yield chunk(None, None).replace('"delta": {}', '"delta": {"role": "assistant"}')
-        text, sent, pieces, first = "", 0, 0, None
-        finish = "length"
-        try:
-            gen = self.generator.options(multiplexed_model_id=adapter.model_id, stream=True).stream.remote(job)
-            async for piece in gen:
-                pieces += 1
-                first = first or time.perf_counter()
-                text += piece
-                cut, stopped = _cut(text, stops)
-                if len(cut) > sent:
-                    yield chunk(cut[sent:], None)
-                    sent = len(cut)
-                if stopped:
-                    gen.cancel()
-                    finish = "stop"
-                    break
-            else:
-                finish = "stop" if pieces < max_new else "length"
-        except BackPressureError:
-            yield "data: " + json.dumps(errors.body(503, "the model deployment is at capacity; retry shortly",
-                                                    code="overloaded")) + "\n\n"
+            while not isinstance(item, Output):
+                first_at = first_at or time.perf_counter()
+                yield event([choice(item, None)])
+                item = await anext(items)
+        except Exception as e:  # the stream has begun: an error event, then the end
+            status = 503 if isinstance(e, (Overloaded, ReplicaGone)) else 500
+            if status == 500:
+                errors.log.exception("stream %s failed", rid)
+            yield "data: " + json.dumps(errors.body(status, "generation failed during the stream; retry",
+                                                    code="stream_failed")) + "\n\n"
             return
-        if first is not None:
-            self.m_ttft.observe(first - start, tags={"route": route})
-        yield chunk(None, finish)
+        finally:
+            await items.aclose()
+        if first_at is not None:
+            svc.m_ttft.observe(first_at - start, tags={"route": route})
+        svc.m_tokens.inc(item.completion_tokens, tags={"adapter": adapter.name})
+        yield event([choice(None, item.finish_reason)])
+        if include_usage:
+            yield event([], _usage(prompt_tokens, [item]))
         yield "data: [DONE]\n\n"
-        self._record(route, start, pieces)
+        svc.record(route, start, item.completion_tokens)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
-# ============================================================================================ builder
+async def _items(svc: Service, adapter, job: Job) -> AsyncIterator[str | Output]:
+    async for item in svc.generator.stream(job, adapter.path):
+        yield item
 
 
-def api_key_hash(env_name: str) -> str | None:
-    key = os.environ.get(env_name)
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
+# ============================================================================================ the app
+
+
+def create_app() -> FastAPI:
+    """The FastAPI app: routes, error shape, body cap and metrics, offline docs, and a spec that carries
+    the limits of the config it serves."""
+    app = FastAPI(
+        title="qlora-sweep serving",
+        summary="Text-to-SQL and Python code from QLoRA adapters; OpenAI-compatible completions and chat.",
+        version="1",
+        docs_url=None, redoc_url=None,  # served offline by serving/http.py
+    )
+    errors.install(app)
+    app.add_middleware(CapBodyAndCount)
+    install_docs(app)
+    app.include_router(router)
+    app.openapi = lambda: _spec(app)
+    return app
+
+
+def _spec(app: FastAPI) -> dict:
+    """FastAPI's spec, made true: no 422 (this server answers bad input 400, in the error shape), the
+    config's limits as constraints (max_tokens' cap, the schema's length), and the API key where it is
+    needed. The prompt's token limit cannot be a JSON Schema constraint (tokens are not characters): it is
+    in the descriptions, `x-max-prompt-tokens`, and a 400 `prompt_too_long`."""
+    svc = getattr(settings(app), "service", None)
+    made = getattr(settings(app), "spec", None)
+    if made and made[0] is (svc.cfg if svc else None):  # made for this config (a reconfigure makes it again)
+        return made[1]
+    spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    limits = svc.cfg.limits if svc else None
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            op["responses"].pop("422", None)
+            if svc and svc.key_hash and path != "/healthz":
+                op["security"] = [{"bearer": []}, {"apiKey": []}]
+            if limits and "requestBody" in op:
+                op["x-max-prompt-tokens"] = limits.max_prompt_tokens
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if limits:
+        for name in ("SqlRequest", "CodeRequest", "CompletionRequest", "ChatRequest"):
+            props = schemas.get(name, {}).get("properties", {})
+            for field in ("max_tokens", "max_completion_tokens"):
+                for option in props.get(field, {}).get("anyOf", []):
+                    if option.get("type") == "integer":
+                        option["maximum"] = limits.max_new_tokens
+            if "schema" in props:
+                props["schema"]["maxLength"] = min(props["schema"].get("maxLength", limits.max_schema_chars),
+                                                   limits.max_schema_chars)
+    if svc and svc.key_hash:
+        spec.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}, "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    settings(app).spec = (svc.cfg if svc else None, spec)
+    return spec
+
+
+api = create_app()
+
+
+def _over(args: dict, user_config: dict) -> dict:
+    """The ingress's user_config over the app's args: limits key by key, the other keys whole."""
+    out = {**args, **user_config}
+    if "limits" in user_config:
+        out["limits"] = {**args.get("limits", {}), **user_config["limits"]}
+    return out
+
+
+class ServeGenerator:
+    """The model deployment through its Serve handle, with Serve's failures as the app's own
+    (Overloaded, ReplicaGone); a call cancelled by its caller (timeout, disconnect) is cancelled there."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    @staticmethod
+    def _translated(e: BaseException) -> BaseException | None:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+        if isinstance(e, BackPressureError):
+            return Overloaded(str(e))
+        if isinstance(e, (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError,
+                          ReplicaUnavailableError)):
+            return ReplicaGone(str(e))
+        return None
+
+    async def generate(self, job: Job, folder: str) -> Output:
+        call = self.handle.options(multiplexed_model_id=job.adapter).generate.remote(job, folder)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except Exception as e:
+            mine = self._translated(e)
+            if mine is None:
+                raise
+            raise mine from None
+
+    async def stream(self, job: Job, folder: str) -> AsyncIterator[str | Output]:
+        gen = self.handle.options(multiplexed_model_id=job.adapter, stream=True).stream.remote(job, folder)
+        try:
+            async for item in gen:
+                yield item
+        except Exception as e:
+            mine = self._translated(e)
+            if mine is None:
+                raise
+            raise mine from None
+        finally:
+            gen.cancel()
+
+
+@serve.ingress(api)
+class Api:
+    """The ingress replica: the app's routes over a Service on the model deployment's handle."""
+
+    def __init__(self, generator, cfg: dict, key_hash: str | None):
+        self.args = cfg
+        install(api, Service(ServeGenerator(generator), AppConfig.model_validate(cfg), key_hash))
+
+    def reconfigure(self, user_config: dict) -> None:
+        """serve deploy with a new user_config, in place: adapters, defaults, traffic (a canary, a rollback)
+        and limits, over the app's args (what the user_config leaves out goes back to the args' value)."""
+        svc = settings(api).service
+        svc.configure(AppConfig.model_validate(_over(self.args, user_config)))
+        install(api, svc)
 
 
 def build_app(args: dict | None = None):
     """The app from its args (serve run/deploy's `args:`, or key=value on the command line, dotted keys
-    allowed). Adapters are resolved once here, so a config that cannot serve fails before deploying."""
+    allowed). Adapters are resolved once here, so a config that cannot serve fails before deploying; the
+    bases of the adapters found are loaded when a model replica starts.
+
+    `serve run serving.app:build_app ...` calls this before it starts or joins Ray, so the Ray token is made
+    here first where none exists (mode 600; a new local Ray would write one readable by all). Under `serve
+    run serving/config.yaml` Ray is up before this runs; a token file it left readable by others is
+    tightened here."""
+    from serving.generator import generator_deployment
+    from shared.ray_local import RayAuthError, ensure_token
+
+    try:
+        ensure_token()
+    except RayAuthError as e:
+        raise SystemExit(f"error: {e}") from None
     args = dict(args or {})
     dotted = {k: v for k, v in args.items() if "." in k}
     tree = {k: v for k, v in args.items() if "." not in k}
     try:
         cfg = load_app_config(tree, dotted)
         registry = Registry(cfg)
-        base, _ = registry.base()
+        registry.require_some()
+        preload: dict[str, str] = {}
+        for a in registry.adapters.values():
+            preload.setdefault(base_key(*base_of(a.path)), a.path)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
     a = cfg.model.autoscaling
@@ -554,6 +589,5 @@ def build_app(args: dict | None = None):
         user_config={"adapters": cfg.adapters, "defaults": cfg.defaults,
                      "traffic": {k: [s.model_dump() for s in v] for k, v in cfg.traffic.items()}},
     )
-    return ingress.bind(generator_deployment(cfg, base), cfg.model_dump(mode="json"), api_key_hash(cfg.api_key_env))
-
-
+    return ingress.bind(generator_deployment(cfg, list(preload.values())), cfg.model_dump(mode="json"),
+                        api_key_hash(cfg.api_key_env))

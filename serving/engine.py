@@ -1,7 +1,8 @@
-"""The model side of serving, without Ray: one 4-bit base, LoRA adapters loaded by folder, and
-continuous batching. serving/app.py wraps it in a Serve deployment; tests and benchmarks call it directly.
+"""The model side of serving, without Ray: one base, LoRA adapters loaded by folder, and continuous
+batching. serving/generator.py wraps it in a Serve deployment; tests and benchmarks call it directly.
 
-    engine = Engine(base_model="embedded:micro-llama", max_batch_size=16)
+    engine = engine_for("/path/to/best_adapter", max_batch_size=16)   # the base its card.json names
+    engine = Engine(base_model="embedded:micro-llama", max_batch_size=16)   # or a base by name (NF4 default)
     info = engine.add_adapter("sql@1a2b", "/path/to/best_adapter")   # reads card.json: task, prompt version
     [out] = engine.generate([Job("sql@1a2b", prompt)])                 # Job per request, any mix of adapters
     ticket = engine.submit(Job(...), notify=callback)                  # from any thread; ticket.result()
@@ -9,19 +10,22 @@ continuous batching. serving/app.py wraps it in a Serve deployment; tests and be
 Generation is batched per decoding step, not per request (iteration-level, "continuous" batching): one
 thread owns the model and runs a loop over the rows in flight. Before every step, waiting requests are
 prefilled together and their KV cache is joined to the running rows' (left-padded to a common length);
-after it, rows that hit end-of-text or their max_new_tokens leave at once and their callers are answered.
-So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
+after it, rows that hit end-of-text, a stop string or their max_tokens leave at once and their callers
+are answered. So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
 drain; a static batch (`generate` of Hugging Face over a fixed batch) runs as long as its longest row.
 
 A batch may mix adapters: PEFT runs each row through its own LoRA weights (`adapter_names`); a batch of
 one adapter runs it as the active adapter, without that per-row split. Rows decode greedily or sampled
-(temperature, top_p, and a seed of their own). An adapter is refused unless it was trained on this very
-base (name and, for the embedded model, the weights' sha256) with a prompt version this code renders. An
-adapter removed while rows still use it leaves when they finish.
+(temperature, top_p, and a seed of their own). A row's own failure (logits all NaN, a seed torch cannot
+take, an error in its stop strings) ends that row alone; a temperature too small for float32 decodes
+greedily. An adapter is refused unless it was trained on this very base (model, revision, quantization
+and, for the embedded model, the weights' sha256) with a prompt version this code renders. An adapter
+removed while rows still use it leaves when they finish.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, deque
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.artifacts import base_identity, read_card
+from shared.artifacts import base_identity, base_of, read_card
 from shared.config import ConfigError, ModelConfig, QuantizationConfig, TrialConfig
 from shared.prompts import extract_answer, prompt_for
 
@@ -47,12 +51,15 @@ class AdapterInfo:
 
 @dataclass
 class Job:
+    """One request as the engine takes it (the HTTP routes build it; nothing else crosses to the model)."""
+
     adapter: str  # an id added with add_adapter
     prompt: str  # the rendered prompt (render() for task requests, raw for /v1/completions)
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0: greedy
+    max_tokens: int = 128  # this request's budget of new tokens (the server's cap is checked before)
+    temperature: float = 0.0  # 0: greedy; so small that it cannot be sampled (1/t overflows): greedy too
     top_p: float = 1.0
     seed: int | None = None  # a sampled row's own RNG: the same seed gives the same text, whatever the batch
+    stop: tuple[str, ...] = ()  # the text ends before the first of these, and the row leaves the batch there
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Output:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of text) or "length" (max_new_tokens)
+    finish_reason: str  # "stop" (end of text or a stop string) or "length" (max_tokens, or the model's context)
 
 
 class AdapterMismatch(ConfigError):
@@ -77,7 +84,8 @@ class Ticket:
     def __init__(self, engine: Engine, job: Job, ids: list[int], notify: Callable[[], None] | None, every_token: bool):
         self.engine, self.job, self.ids = engine, job, ids
         self.tokens: list[int] = []  # generated, end-of-text excluded
-        self.finish: str | None = None  # "stop" or "length" once done
+        self.finish: str | None = None  # "stop", "length" or "error" once done
+        self.cut: int | None = None  # where the text ends: the first stop string's start
         self.error: BaseException | None = None
         self.cancelled = False
         self.pos = len(ids)  # position of the next token fed to the model
@@ -85,6 +93,7 @@ class Ticket:
         self._notify, self._every_token = notify, every_token
         self._done = threading.Event()
         self._sent = ""  # text handed out by new_text()
+        self._scanned = 0  # characters of the text already searched for stop strings
 
     @property
     def done(self) -> bool:
@@ -107,7 +116,11 @@ class Ticket:
         if self.cancelled and self.finish is None:
             raise Cancelled("cancelled")
         tokens = list(self.tokens)
-        return Output(self.engine.decode(tokens), len(self.ids), len(tokens), self.finish or "length")
+        return Output(self.text(tokens), len(self.ids), len(tokens), self.finish or "length")
+
+    def text(self, tokens: list[int] | None = None) -> str:
+        text = self.engine.decode(list(self.tokens) if tokens is None else tokens)
+        return text if self.cut is None else text[:self.cut]
 
     def take(self) -> tuple[str, bool]:
         """(the text since the last take, whether the ticket is done); raises the row's error once done."""
@@ -120,8 +133,11 @@ class Ticket:
     def new_text(self) -> str:
         """The text generated since the last call ("" if none yet). A piece that ends inside a character
         (an incomplete byte sequence) is held back until the character is whole."""
-        text = self.engine.decode(list(self.tokens))
-        if not text.startswith(self._sent) or (text.endswith("\ufffd") and not self.done):
+        done = self.done
+        text = self.text()
+        if not done:  # hold back what may yet turn out to be the start of a stop string
+            text = text[:len(text) - _held(text, self.job.stop)]
+        if not text.startswith(self._sent) or (text.endswith("\ufffd") and not done):
             return ""
         piece, self._sent = text[len(self._sent):], text
         return piece
@@ -133,16 +149,76 @@ class Ticket:
         else:
             self.tokens.append(token)
             self.pos += 1
-            if len(self.tokens) >= self.job.max_new_tokens or (max_positions and self.pos >= max_positions):
+            if self.job.stop and self._stopped():
+                self.finish = "stop"
+            elif len(self.tokens) >= self.job.max_tokens or (max_positions and self.pos >= max_positions):
                 self.finish = "length"
         if self._every_token and self.finish is None and self._notify:
             self._notify()
+
+    def _stopped(self) -> bool:
+        """Whether the text now holds a stop string; searches only what the last token could have completed."""
+        text = self.engine.decode(list(self.tokens))
+        start = max(0, self._scanned - max(len(s) for s in self.job.stop) + 1)
+        self._scanned = len(text)
+        found = [i for s in self.job.stop if (i := text.find(s, start)) >= 0]
+        if found:
+            self.cut = min(found)
+        return bool(found)
 
     def _end(self, error: BaseException | None = None) -> None:
         self.error = self.error or error
         self._done.set()
         if self._notify:
             self._notify()
+
+
+def _quant_words(q: QuantizationConfig) -> str:
+    return "16 bit" if q.mode == "16bit" else f"4 bit {q.quant_type}{' double-quantized' if q.double_quant else ''}"
+
+
+def _held(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of text are the beginning of a stop string (0 if none)."""
+    return max((k for s in stops for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), default=0)
+
+
+def _pick(logits, job: Job, rng) -> int:
+    """One row's next token: argmax, or sampled with its temperature and top_p. Logits that cannot be
+    sampled (NaN or infinite after dividing by a temperature too small for float32) fall back to greedy
+    over the finite logits; a row whose logits are all NaN or infinite raises, for that row alone."""
+    import torch
+
+    x = logits.float()
+    nan = torch.isnan(x)
+    if bool(nan.any()) or bool(torch.isneginf(x).all()):
+        if bool((nan | torch.isneginf(x)).all()):
+            raise FloatingPointError("the model's logits for this request are all NaN or -inf")
+        x = torch.where(nan, torch.tensor(float("-inf"), device=x.device), x)
+    greedy = int(x.argmax())  # a +inf logit is the greedy pick; sampling then falls back to it (inf - inf)
+    if job.temperature <= 0:
+        return greedy
+    scaled = (x - x.max()) / job.temperature  # at most 0: exp never overflows
+    probs = torch.softmax(scaled, dim=-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+        return greedy  # temperature below float32's range (e.g. 5e-324): the distribution is the argmax
+    if job.top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        outside = sorted_p.cumsum(0) - sorted_p > job.top_p  # keep the smallest set reaching top_p
+        sorted_p[outside] = 0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=rng))
+
+
+def base_key(model: ModelConfig, quant: QuantizationConfig) -> str:
+    """Adapters whose bases have the same key share an engine: model (revision included) and quantization."""
+    return json.dumps([model.model_dump(mode="json"), quant.model_dump(mode="json")], sort_keys=True)
+
+
+def engine_for(folder: str | Path, **kwargs) -> Engine:
+    """An engine on the base an adapter folder was trained on, as its card says: the same model, revision
+    and quantization (mode, type, double quantization, compute dtype), found by the same code as
+    shared.artifacts.load_adapter (base_of). kwargs: Engine's threads, max_batch_size, batch_wait_s."""
+    return Engine(*base_of(folder), **kwargs)
 
 
 class Engine:
@@ -157,6 +233,7 @@ class Engine:
             torch.set_num_threads(threads)
         self.model_cfg = base_model if isinstance(base_model, ModelConfig) else ModelConfig(name_or_path=base_model)
         self.quant = quantization or QuantizationConfig()
+        self.key = base_key(self.model_cfg, self.quant)
         start = time.perf_counter()
         self.base = load_base(self.model_cfg, self.quant)
         self.tokenizer = load_tokenizer(self.model_cfg)
@@ -187,24 +264,31 @@ class Engine:
 
     # ------------------------------------------------------------------------------------- adapters
 
-    def check(self, path: str | Path) -> tuple[dict, TrialConfig]:
-        """Reads an adapter folder's card; refuses one that was not trained on this base."""
+    def check(self, path: str | Path, adapter_id: str | None = None) -> tuple[dict, TrialConfig]:
+        """Reads an adapter folder's card; refuses one that was not trained on this very base: another
+        model, revision, weights (sha256) or quantization. The compute dtype is the arithmetic's precision,
+        not the weights: an engine made with an explicit one (tests compare in float32) takes adapters of
+        any; an engine made from a card (engine_for) has the card's."""
         card, cfg = read_card(path)
+        name = adapter_id or Path(path).name
         theirs, ours = card.get("base_model", {}), self.identity
-        if theirs.get("name_or_path") != ours.get("name_or_path") or (
-                theirs.get("sha256") and theirs.get("sha256") != ours.get("sha256")):
+        if theirs.get("sha256") and theirs.get("sha256") != ours.get("sha256"):
+            raise AdapterMismatch(f"adapter {name!r} was trained on base {theirs.get('name_or_path')!r} (other weights)")
+        model, quant = base_of(path)
+        if self.quant.compute_dtype != "auto":
+            quant = quant.model_copy(update={"compute_dtype": self.quant.compute_dtype})
+        if model != self.model_cfg or quant != self.quant:
             raise AdapterMismatch(
-                f"adapter {str(path)!r} was trained on base {theirs.get('name_or_path')!r}"
-                f"{' (other weights)' if theirs.get('name_or_path') == ours.get('name_or_path') else ''}; "
-                f"this server's base is {ours.get('name_or_path')!r}"
-            )
+                f"adapter {name!r} was trained on base {model.name_or_path!r} (revision {model.revision}, "
+                f"{_quant_words(quant)}); this engine's base is {self.model_cfg.name_or_path!r} (revision "
+                f"{self.model_cfg.revision}, {_quant_words(self.quant)})")
         return card, cfg
 
     def add_adapter(self, adapter_id: str, path: str | Path) -> AdapterInfo:
         from peft import PeftModel
 
         start = time.perf_counter()
-        card, cfg = self.check(path)
+        card, cfg = self.check(path, adapter_id)
         with self.lock:
             with self._cv:
                 if adapter_id in self.adapters:
@@ -335,19 +419,26 @@ class Engine:
                 new = []
                 while self._queue and len(self._rows) + len(new) < self.max_batch_size:
                     t = self._queue.popleft()
-                    if t.cancelled or t.job.max_new_tokens <= 0:
+                    if t.cancelled or t.job.max_tokens <= 0:
                         self._end(t)
                     else:
                         new.append(t)
-            try:
-                if new:
+            # A row's own sampling or stopping fails that row alone (_take); a failed forward pass fails the
+            # rows in it: a prefill only the new rows (the running rows' cache is joined after it succeeds).
+            if new:
+                try:
                     self._prefill(new)
+                except Exception as e:
+                    for t in new:
+                        if t not in self._rows:
+                            self._end(t, e)
+            try:
                 self._drop_finished()
                 if self._rows:
                     self._step()
                     self._drop_finished()
-            except Exception as e:  # a failed pass fails the rows in it, not the engine
-                for t in [*self._rows, *(t for t in new if t not in self._rows)]:
+            except Exception as e:
+                for t in self._rows:
                     self._end(t, e)
                 self._rows, self._cache, self._mask = [], None, None
         for t in [*self._rows, *self._queue]:
@@ -388,7 +479,10 @@ class Engine:
                                position_ids=(mask.cumsum(-1) - 1).clamp(min=0), cache=cache)
         for t in new:
             if t.job.temperature > 0 and t.job.seed is not None:
-                t.rng = torch.Generator(device=device).manual_seed(t.job.seed)
+                try:
+                    t.rng = torch.Generator(device=device).manual_seed(t.job.seed)
+                except Exception as e:  # a seed torch cannot take (above 2**64: ValueError)
+                    t.error, t.finish = ValueError(f"seed: {e}"), "error"
         self._take(new, logits)
         self._join(cache, mask)
         self._rows.extend(new)
@@ -406,24 +500,21 @@ class Engine:
         self._take(rows, logits)
 
     def _take(self, rows: list[Ticket], logits) -> None:
-        """Picks each row's next token: argmax, or sampled with its temperature and top_p."""
+        """Picks each row's next token. An error here (its sampling, its stop strings) ends that row alone:
+        it leaves the batch at the next _drop_finished with its error, the others decode on."""
         import torch
 
-        greedy = logits.argmax(-1).tolist()
         eos = self.tokenizer.eos_token_id
+        greedy = logits.argmax(-1).tolist()  # one call for the batch; _pick for the rows that need more
+        plain = torch.isfinite(logits).all(-1).tolist()
         for i, t in enumerate(rows):
             if t.finish is not None:
                 continue
-            token = greedy[i]
-            if t.job.temperature > 0:
-                probs = torch.softmax(logits[i].float() / t.job.temperature, dim=-1)
-                if t.job.top_p < 1:
-                    sorted_p, order = probs.sort(descending=True)
-                    outside = sorted_p.cumsum(0) - sorted_p > t.job.top_p  # keep the smallest set reaching top_p
-                    sorted_p[outside] = 0
-                    probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-                token = int(torch.multinomial(probs, 1, generator=t.rng))
-            t._token(token, eos, self._max_positions)
+            try:
+                token = greedy[i] if plain[i] and t.job.temperature <= 0 else _pick(logits[i], t.job, t.rng)
+                t._token(token, eos, self._max_positions)
+            except Exception as e:
+                t.error, t.finish = e, "error"
 
     def _join(self, cache, mask) -> None:
         """Adds freshly prefilled rows to the running ones: both left-padded to one length, then stacked."""

@@ -41,22 +41,40 @@ def response(status: int, message: str, param: str | None = None, code: str | No
     return JSONResponse(body(status, message, param, code), status_code=status, headers=headers)
 
 
+_SCALARS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _field_path(loc) -> str | None:
+    """A pydantic error location as the field the client sent: `messages.0.content`, without the body
+    prefix or the union members pydantic names (`str`, `list[constrained-str]`, `TextPart`)."""
+    parts = [str(p) for p in loc if p != "body"]
+    keep = [p for p in parts if not ("[" in p or "-" in p or p in _SCALARS or p[:1].isupper())]
+    return ".".join(keep) or None
+
+
 def _validation(exc: RequestValidationError) -> APIError:
-    """FastAPI's validation errors -> 400 naming the first field: `messages.0.role: Input should be ...`."""
+    """FastAPI's validation errors -> 400 naming the first field: `messages.0.role: Input should be ...`.
+    Of a union's errors, one about the value the client sent rather than one saying it is of another
+    kind (`content` is a list whose part has no valid type, not "should be a valid string")."""
     errors = exc.errors()
     if not errors:
         return APIError(400, "invalid request body", code="invalid_body")
     e = errors[0]
-    loc = [str(p) for p in e.get("loc", ()) if p != "body"]
     if e.get("type") == "json_invalid":
         return APIError(400, f"body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}", code="invalid_json")
-    param = ".".join(loc) or None
+    e = next((x for x in errors if not str(x.get("type", "")).endswith("_type")), e)
+    param = _field_path(e.get("loc", ()))
     message = e.get("msg", "invalid value")
     if e.get("type") == "missing":
         message = "field required"
     elif e.get("type") == "extra_forbidden":
-        message = "unknown field"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        message = "not supported by this server (unknown field)"
+    elif e.get("type") == "value_error" and param is None:  # a model's own check: "<field>: what is wrong"
+        message = message.removeprefix("Value error, ")
+        head = message.split(":", 1)[0]
+        param, message = (head, message.split(":", 1)[1].strip()) if head.isidentifier() else (None, message)
+    others = len({_field_path(x.get("loc", ())) for x in errors} - {param})
+    more = f" (and {others} more)" if others else ""
     return APIError(400, f"{param}: {message}{more}" if param else f"{message}{more}", param=param,
                     code=e.get("type"))
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.config import LATEST, AppConfig
+from serving.engine import base_key
 from shared.artifacts import CARD, read_card
 from shared.config import ConfigError
 
@@ -27,17 +29,12 @@ class Adapter:
     path: str
     task: str
     base_model: str
-    base_sha256: str | None
+    base: str  # serving.engine.base_key of its card: adapters with the same share an engine and a tokenizer
     created: int  # the card's mtime: OpenAI's `created`
 
 
 class Unavailable(LookupError):
     """The name is configured but points at nothing yet (no sweep wrote latest/<task>.json)."""
-
-
-def _sha(card: dict) -> str | None:
-    sha = (card.get("base_model") or {}).get("sha256")
-    return json.dumps(sha, sort_keys=True) if sha else None
 
 
 def resolve(where: str, storage_path: str) -> Path:
@@ -47,16 +44,32 @@ def resolve(where: str, storage_path: str) -> Path:
     task = where[len(LATEST):]
     pointer = Path(storage_path).expanduser() / "latest" / f"{task}.json"
     if not pointer.is_file():
-        raise Unavailable(f"no sweep has exported a {task} adapter yet ({pointer} does not exist)")
+        raise Unavailable(f"no sweep has exported a {task} adapter yet (no latest/{task}.json in the storage path)")
     return Path(json.loads(pointer.read_text())["adapter"]).expanduser().resolve()
+
+
+_PATH = re.compile(r"(?<![\w:/.~])~?/[^\s'\"]+")
+
+
+def without_paths(message: str) -> str:
+    """A message as a client may read it: every absolute server path cut to its last part (an adapter
+    folder to its own name), so that answers never show where the server keeps its files."""
+    return _PATH.sub(lambda m: Path(m.group()).name or "/", message)
+
+
+def public_name(name_or_path: str) -> str:
+    """A base model as a client may read it: a hub id or embedded:<name> as is, a local folder by its name."""
+    if name_or_path.startswith(("/", "~", ".")) or Path(name_or_path).expanduser().exists():
+        return Path(name_or_path).name
+    return name_or_path
 
 
 def load(name: str, where: str, storage_path: str) -> Adapter:
     path = resolve(where, storage_path)
-    card, cfg = read_card(path)
+    _, cfg = read_card(path)
     digest = hashlib.sha256(f"{path}\n{(path / CARD).read_text()}".encode()).hexdigest()[:8]
-    return Adapter(name, f"{name}@{digest}", str(path), cfg.data.task, cfg.model.name_or_path, _sha(card),
-                   int((path / CARD).stat().st_mtime))
+    return Adapter(name, f"{name}@{digest}", str(path), cfg.data.task, cfg.model.name_or_path,
+                   base_key(cfg.model, cfg.quantization), int((path / CARD).stat().st_mtime))
 
 
 class Registry:
@@ -73,7 +86,7 @@ class Registry:
             try:
                 a = load(name, where, self.cfg.storage_path)
             except (Unavailable, ConfigError, OSError, ValueError, KeyError) as e:
-                self.problems[name] = str(e)
+                self.problems[name] = without_paths(str(e))
                 continue
             self.problems.pop(name, None)
             if self.adapters.get(name) != a:
@@ -81,18 +94,11 @@ class Registry:
                 self.adapters[name] = a
         return changed
 
-    def base(self) -> tuple[str, str | None]:
-        """The one base every available adapter was trained on (refuses a mix)."""
-        bases = {(a.base_model, a.base_sha256) for a in self.adapters.values()}
-        if not bases:
+    def require_some(self) -> None:
+        """Refuses a config of which no adapter can be served yet (at deploy time, before any replica)."""
+        if not self.adapters:
             problems = "; ".join(f"{n}: {p}" for n, p in self.problems.items())
             raise ConfigError(f"adapters: none can be served yet ({problems})")
-        if len(bases) > 1:
-            raise ConfigError(
-                "adapters: trained on different bases; one app serves one base: "
-                + ", ".join(f"{a.name} on {a.base_model}" for a in self.adapters.values())
-            )
-        return next(iter(bases))
 
     def get(self, name: str) -> Adapter:
         if name in self.adapters:

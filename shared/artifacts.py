@@ -80,14 +80,10 @@ def read_card(folder: str | Path) -> tuple[dict, TrialConfig]:
     return card, validate(TrialConfig, card["config"], source=str(path))
 
 
-def load_adapter(folder: str | Path, quantization_mode: str | None = None):
-    """-> (model with the adapter, tokenizer, card): the base as the card says, the tokenizer it was trained
-    with. quantization_mode may override the card's ("4bit"/"16bit"), e.g. to compare."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from shared.models import load_base
-
+def base_of(folder: str | Path, quantization_mode: str | None = None):
+    """-> (ModelConfig, QuantizationConfig) of the base an adapter folder was trained on, from its card
+    (revision and quantization included), after checking that the base here is that very one.
+    quantization_mode may override the card's ("4bit"/"16bit"), e.g. to compare."""
     card, cfg = read_card(folder)
     expected = card["base_model"].get("sha256")
     if expected and base_identity(cfg).get("sha256") != expected:
@@ -96,7 +92,19 @@ def load_adapter(folder: str | Path, quantization_mode: str | None = None):
             "(weights sha256 differ); rebuild the adapter or restore that base"
         )
     q = cfg.quantization if quantization_mode is None else cfg.quantization.model_copy(update={"mode": quantization_mode})
-    model = PeftModel.from_pretrained(load_base(cfg.model, q), str(folder))
+    return cfg.model, q
+
+
+def load_adapter(folder: str | Path, quantization_mode: str | None = None):
+    """-> (model with the adapter, tokenizer, card): the base as the card says (base_of), the tokenizer it
+    was trained with. quantization_mode may override the card's ("4bit"/"16bit"), e.g. to compare."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from shared.models import load_base
+
+    card, _ = read_card(folder)
+    model = PeftModel.from_pretrained(load_base(*base_of(folder, quantization_mode)), str(folder))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
     return model, tokenizer, card

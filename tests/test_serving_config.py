@@ -77,16 +77,24 @@ def test_latest_pointers_resolve_and_promotions_are_noticed(tmp_path):
     _latest(storage, "sql", b)
     assert reg.refresh() == ["sql"]
     assert reg.get("sql").path == str(b.resolve()) and reg.get("sql").model_id != first.model_id
-    assert reg.base() == ("embedded:micro-llama", json.dumps({"model.safetensors": "abc"}))
+    assert reg.get("sql").base == reg.get("code-1").base  # the same base: one engine, one tokenizer
 
 
-def test_adapters_of_different_bases_cannot_share_an_app(tmp_path):
-    cfg = load_app_config({"adapters": {"x": str(_card(tmp_path / "x")), "y": str(_card(tmp_path / "y", sha="def"))}})
-    with pytest.raises(ConfigError, match="different bases"):
-        Registry(cfg).base()
+def test_adapters_are_grouped_by_their_whole_base_and_an_app_needs_one(tmp_path):
+    """The base key is the card's model (revision included) and quantization: another revision or a 16-bit
+    adapter is another base (its own engine on the replica)."""
+    x, y, z = _card(tmp_path / "x"), _card(tmp_path / "y"), _card(tmp_path / "z")
+    for folder, change in ((y, {"quantization": {"mode": "16bit"}}), (z, {"model": {"name_or_path": "embedded:micro-llama",
+                                                                                    "revision": "v2"}})):
+        card = json.loads((folder / "card.json").read_text())
+        card["config"].update(change)
+        (folder / "card.json").write_text(json.dumps(card))
+    reg = Registry(load_app_config({"adapters": {"x": str(x), "y": str(y), "z": str(z)}}))
+    assert len({a.base for a in reg.adapters.values()}) == 3
+    reg.require_some()
     cfg = load_app_config({"adapters": {"sql": "latest:sql"}, "storage_path": str(tmp_path / "empty")})
     with pytest.raises(ConfigError, match="none can be served yet"):
-        Registry(cfg).base()
+        Registry(cfg).require_some()
 
 
 def test_traffic_splits_the_default_by_weight(tmp_path):
@@ -121,3 +129,26 @@ def test_the_grafana_dashboard_charts_metrics_the_code_exports():
     assert used <= exported, sorted(used - exported)
     assert {"ray_qlora_serve_requests_total", "ray_qlora_serve_time_to_first_token_seconds_bucket",
             "ray_qlora_serve_batch_size_sum", "ray_qlora_serve_adapter_evictions_total", "ray_qlora_sweep_trials"} <= used
+
+
+def test_problems_and_model_cards_name_adapters_never_server_paths(tmp_path):
+    """What a client reads (/healthz problems, 503 messages, /v1/models) carries no absolute server path."""
+    from serving.registry import public_name, without_paths
+
+    empty = tmp_path / "no-card"
+    empty.mkdir()
+    cfg = load_app_config({"adapters": {"sql": "latest:sql", "broken": str(empty)},
+                           "storage_path": str(tmp_path / "sweeps")})
+    reg = Registry(cfg)
+    assert set(reg.problems) == {"sql", "broken"}
+    for problem in reg.problems.values():
+        assert str(tmp_path) not in problem and "/tmp" not in problem, problem
+    assert "'no-card' has no card.json" in reg.problems["broken"]
+    with pytest.raises(Unavailable) as e:
+        reg.get("broken")
+    assert str(tmp_path) not in str(e.value)
+    assert without_paths("model at /srv/models/x/adapter_config.json, see ~/y/z") == "model at adapter_config.json, see z"
+    assert without_paths("no route GET http://host/v1/sql") == "no route GET http://host/v1/sql"
+    assert public_name(str(tmp_path / "tiny-llama")) == "tiny-llama"
+    assert public_name("embedded:micro-llama") == "embedded:micro-llama"
+    assert public_name("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"

@@ -148,6 +148,7 @@ def test_every_route_answers(served):
 
     models = requests.get(f"{url}/v1/models", headers=_auth(), timeout=10).json()
     assert {m["id"]: m["task"] for m in models["data"]} == {"sql": "sql", "sql-b": "sql", "code": "code"}
+    assert all("path" not in m and "/" not in m["base_model"] for m in models["data"]), models  # ids, no server paths
 
     r = _post(served, "/v1/sql", {"question": "How many singers are there?", "schema": SCHEMA, "dialect": "postgres"})
     assert r.status_code == 200, r.text
@@ -169,7 +170,29 @@ def test_every_route_answers(served):
 
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
     assert {"/v1/sql", "/v1/code", "/v1/completions", "/v1/chat/completions", "/v1/models", "/healthz"} <= set(spec["paths"])
-    assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+    docs = requests.get(f"{url}/docs", timeout=10)
+    assert docs.status_code == 200 and "cdn." not in docs.text and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert requests.get(f"{url}/docs-assets/swagger-ui-bundle.js", timeout=10).status_code == 200
+
+
+def test_a_stop_string_ends_generation_and_the_usage_says_so(served):
+    body = {"model": "sql", "prompt": "### Task: SQLite query\n", "max_tokens": 40, "temperature": 0}
+    whole = _post(served, "/v1/completions", body).json()
+    text = whole["choices"][0]["text"]
+    if len(text) < 6:
+        pytest.skip(f"the tiny model's text is too short to stop inside: {text!r}")
+    stop = text[3:6]
+    cut = _post(served, "/v1/completions", {**body, "stop": [stop]}).json()
+    assert cut["choices"][0]["text"] == text[:text.find(stop)] and cut["choices"][0]["finish_reason"] == "stop"
+    assert cut["usage"]["completion_tokens"] < whole["usage"]["completion_tokens"]
+
+
+def test_a_fuzzer_over_the_live_spec_with_every_check_finds_nothing(served):
+    """schemathesis against the deployed app over real HTTP (test_serving_routes.py runs it in process too)."""
+    from test_serving_routes import fuzz_schema, run_fuzzer
+
+    failures = run_fuzzer(fuzz_schema(url=served["url"], headers=_auth()), 8, headers=_auth())
+    assert not failures, "\n\n".join(failures)
 
 
 def _sse(r: requests.Response) -> list:
@@ -211,11 +234,14 @@ BAD = [
     ("/v1/sql", {"question": "x", "schema": SCHEMA, "max_tokens": 0}, None, 400, "max_tokens"),
     ("/v1/sql", {"question": "x", "schema": SCHEMA, "temperature": -1}, None, 400, "temperature"),
     ("/v1/sql", None, json.dumps({"question": "x" * 70_000, "schema": SCHEMA}).encode(), 413, None),
-    ("/v1/code", {"instruction": "word " * 400}, None, 400, "prompt"),
+    ("/v1/code", {"instruction": "word " * 400}, None, 400, "instruction"),
     ("/v1/code", {}, None, 400, "instruction"),
     ("/v1/completions", {"model": "nope", "prompt": "x"}, None, 404, "model"),
-    ("/v1/completions", {"model": "sql", "prompt": "x", "n": 2}, None, 400, "n"),
-    ("/v1/completions", {"model": "sql", "prompt": ["a", "b"]}, None, 400, "prompt"),
+    ("/v1/completions", {"model": "sql", "prompt": "x", "n": 5}, None, 400, "n"),
+    ("/v1/completions", {"model": "sql", "prompt": []}, None, 400, "prompt"),
+    ("/v1/completions", {"model": "sql", "prompt": "x", "logprobs": 2}, None, 400, "logprobs"),
+    ("/v1/completions", {"model": "sql", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, None, 400, "stop"),
+    ("/v1/code", {"instruction": "x", "temperature": 5e-324, "seed": False}, None, 400, "seed"),
     ("/v1/completions", {"model": "sql", "prompt": "x", "max_tokens": 10_000}, None, 400, "max_tokens"),
     ("/v1/chat/completions", {"model": "sql", "messages": []}, None, 400, "messages"),
     ("/v1/chat/completions", {"model": "sql", "messages": [{"role": "wizard", "content": "x"}]}, None, 400, "messages.0.role"),
@@ -397,7 +423,16 @@ def test_the_official_openai_client_talks_to_it(served):
                                             messages=[{"role": "user", "content": "Write add(a, b)."}])
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert "".join(pieces).strip() == chat.choices[0].message.content
+    assert client.models.retrieve("sql").id == "sql"
+    chunks = list(client.chat.completions.create(model="code", max_tokens=6, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "Write add(a, b)."}]))
+    assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+    two = client.completions.create(model="sql", prompt="### Task", max_tokens=3, n=2, temperature=0)
+    assert [c.index for c in two.choices] == [0, 1] and two.choices[0].text == two.choices[1].text
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        client.completions.create(model="sql", prompt="x", max_tokens=2, logprobs=2)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=served["url"] + "/v1", api_key="wrong", max_retries=0).models.list()

@@ -319,3 +319,78 @@ def test_max_batch_size_one_runs_one_request_at_a_time(micro):
     finally:
         micro.on_step, micro.max_batch_size = None, 16
     assert len(outs) == 3 and set(steps) == {1}
+
+
+# ------------------------------------------------------------------------------- one row's failure
+
+
+def _many_prompts(engine, n: int) -> list[str]:
+    return [engine.render("m1", {"question": f"How many people live in city number {i}?",
+                                 "context": "CREATE TABLE people (id INTEGER, name TEXT, city TEXT)"}) for i in range(n)]
+
+
+def test_a_poisoned_row_fails_alone_and_the_15_others_in_its_batch_answer(micro, tmp_path, monkeypatch):
+    """Two poisoned rows in one batch with 15 others: an adapter whose weights are NaN (every logit of its
+    row is NaN) and a seed torch cannot take. Each of the 15 gets the text it gets alone, one of them with
+    a temperature too small for float32 (1/t overflows: greedy); the two fail, each with its own error.
+    SDPA throughout (in float32 a row's text is then the same alone and in any batch; the CPU's eager
+    attention for big decoding steps rounds otherwise, which can flip a near tie)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from serving.engine import Job
+
+    nan = tmp_path / "nan"
+    shutil.copytree(micro.adapters["m1"].path, nan)
+    weights = load_file(nan / "adapter_model.safetensors")
+    save_file({k: (torch.full_like(v, float("nan")) if "lora_B" in k else v).contiguous() for k, v in weights.items()},
+              nan / "adapter_model.safetensors")
+    micro.add_adapter("nan", nan)
+    monkeypatch.setattr(micro, "_eager_decode", False)
+    prompts = _many_prompts(micro, 15)
+    alone = [micro.generate([Job("m1", p, 8)])[0].text for p in prompts]
+    steps: list[int] = []
+    micro.on_step, micro.max_batch_size = steps.append, 17
+    try:
+        with micro._cv:  # the loop thread takes none of them before all 17 are queued: one batch
+            tickets = [micro.submit(Job("nan", prompts[0], 8)),
+                       micro.submit(Job("m1", prompts[1], 8, temperature=1.0, seed=2**70)),
+                       *(micro.submit(Job("m1", p, 8)) for p in prompts[:14])]
+            tiny = micro.submit(Job("m1", prompts[14], 8, temperature=5e-324))
+        for t in [*tickets, tiny]:
+            assert t._done.wait(120)
+    finally:
+        micro.on_step, micro.max_batch_size = None, 16
+        micro.remove_adapter("nan")
+    assert steps[0] == 17, steps  # they did share a batch
+    with pytest.raises(FloatingPointError, match="NaN"):
+        tickets[0].result()
+    with pytest.raises(ValueError, match="seed"):
+        tickets[1].result()
+    assert [t.result().text for t in tickets[2:]] == alone[:14]
+    assert tiny.result().text == alone[14]  # greedy
+    assert not micro._pins
+
+
+def test_a_stop_string_ends_decoding_there(micro):
+    """The row leaves the batch at the token that completes the stop string: the text ends before it, the
+    usage counts the tokens generated up to there, the finish reason is "stop", and a stream never shows
+    the stop string or any part of it."""
+    from serving.engine import Job
+
+    p = _prompts(micro, 1)[0]
+    full = micro.generate([Job("m1", p, 40)])[0]
+    ticket = micro.submit(Job("m1", p, 40))
+    ticket.wait(60)
+    assert full.completion_tokens >= 12, full  # long enough to stop in the middle
+    whole = micro.decode(ticket.tokens)
+    stop = whole[len(micro.decode(ticket.tokens[:6])):][:3]  # three characters that start after token 6
+    assert len(stop) == 3 and stop.strip(), whole
+    at = next(k for k in range(1, len(ticket.tokens) + 1) if stop in micro.decode(ticket.tokens[:k]))
+    out = micro.generate([Job("m1", p, 40, stop=(stop, "never seen \x00"))])[0]
+    assert out.text == whole[:whole.find(stop)] and out.finish_reason == "stop"
+    assert out.completion_tokens == at < full.completion_tokens
+    streamed = list(micro.stream(Job("m1", p, 40, stop=(stop,))))
+    assert "".join(streamed) == out.text
+    for i in range(1, len(stop)):  # no piece ever showed the start of the stop string
+        assert not any(piece.endswith(stop[:i]) for piece in streamed[:-1]) or stop[:i] in out.text
