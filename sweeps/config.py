@@ -24,9 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.config import ConfigError, TrialConfig, apply_overrides, read_yaml, validate
 from shared.paths import REPO_ROOT
 from sweeps import memory, space as space_mod
+from sweeps.trials import TASK_METRIC, flatten  # TASK_METRIC: the task's dev accuracy, the default objective
 
-# The task's accuracy on the dev split: what the sweep maximizes unless told otherwise (shared/tasks/).
-TASK_METRIC = {"sql": "eval/sql_exec_acc", "code": "eval/py_pass_at_1"}
 OBJECTIVE = "sweep/objective"  # the metric Tune, ASHA and Optuna see (see Objective.value)
 URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "file")
@@ -193,21 +192,11 @@ def resolve_trial_yaml(path: str) -> Path:
     )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def trial_base(cfg: SweepConfig) -> dict:
     """The trial tree every sample starts from: the trial YAML + trial.overrides + what the sweep fixes
     (torch threads = the trial's CPUs)."""
     tree = read_yaml(resolve_trial_yaml(cfg.trial.config))
-    tree = apply_overrides(tree, _flat(cfg.trial.overrides))
+    tree = apply_overrides(tree, flatten(cfg.trial.overrides))
     return apply_overrides(tree, {"train.threads": cfg.resources.cpu})
 
 

@@ -15,7 +15,7 @@ storage_path (default ~/qlora-sweeps, or a URI), never in the job's temporary co
 
     <storage_path>/<sweep id>/            Tune's experiment (trials, checkpoints, state for --resume)
         sweep.json                        the resolved sweep config and trial tree (what --resume rebuilds)
-        best_adapter/                     the best trial's adapter folder; card.json names sweep id and rank
+        best_adapter/                     the best trial's adapter; card.json names the sweep and its position
         summary.json                      every trial: number, state, steps, objective, sample, error
         report/                           leaderboard (CSV, Markdown) and plots (sweeps/report.py)
     <storage_path>/latest/<task>.json     the newest best adapter of each task (and a symlink <task>, locally)
@@ -39,7 +39,8 @@ if __package__ in (None, ""):  # run as a script (`python sweeps/run.py`): make 
 
 from shared.config import ConfigError  # noqa: E402
 from sweeps.config import OBJECTIVE, Plan, SweepConfig, check_cluster, load_sweep, plan, rungs  # noqa: E402
-from sweeps.space import TRIAL_NUMBER, to_overrides  # noqa: E402
+from sweeps.space import to_overrides  # noqa: E402
+from sweeps.trials import TRIAL_NUMBER, flatten, rank_key, trial_state  # noqa: E402
 
 SWEEP_STATE = "sweep.json"
 BEST = "best_adapter"
@@ -155,29 +156,22 @@ def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
 
 
 def summarize(grid, p: Plan) -> list[dict]:
-    """One row per trial, ranked as sweeps/report.py ranks its leaderboard: on the best objective a trial
-    reached at any report (the values ASHA compared), ties by the last one, then fewer steps; failed and
-    unscored trials last."""
+    """One row per trial, ranked as sweeps/report.py ranks its leaderboard (sweeps/trials.rank_key) on
+    sweep/objective; `position` is the place on that leaderboard (None for failed and unscored trials)."""
     max_steps = p.trial.train.max_steps
-    sign = -1 if p.objective.mode == "max" else 1
-    rows = []
+    rows, keys = [], []
     for r in grid:
         m = r.metrics or {}
         steps = m.get("train/steps")
-        values = _objective_history(r)
-        if r.error is not None:
-            state = "failed"
-        elif steps is None:
-            state = "pending"
-        else:
-            state = "finished" if steps >= max_steps else "stopped"
+        values = _history(r, OBJECTIVE)
+        losses = _history(r, "eval/loss")
         rows.append({
             "trial_number": (r.config or {}).get(TRIAL_NUMBER),
             "trial_id": m.get("trial_id") or Path(r.path).name.rsplit("-", 1)[-1],
-            "state": state,
+            "state": trial_state(None, steps, max_steps, failed=r.error is not None),
             "steps": steps,
             "attempts": m.get("trial/attempt"),
-            "objective": (max(values) if sign < 0 else min(values)) if values else None,
+            "objective": (max(values) if p.objective.mode == "max" else min(values)) if values else None,
             "objective_last": values[-1] if values else None,
             p.objective.metric: m.get(p.objective.metric),
             "eval/loss": m.get("eval/loss"),
@@ -186,12 +180,11 @@ def summarize(grid, p: Plan) -> list[dict]:
             "path": r.path,
             "_result": r,
         })
-    rows.sort(key=lambda row: (
-        row["error"] is not None, row["objective"] is None, sign * (row["objective"] or 0.0),
-        sign * (row["objective_last"] or 0.0), row["steps"] or 0,
-    ))
+        keys.append(rank_key(p.objective.mode, rows[-1]["state"], rows[-1]["objective"], rows[-1]["objective_last"],
+                             min(losses) if losses else None, steps))
+    rows = [row for _, row in sorted(zip(keys, rows, strict=True), key=lambda kr: kr[0])]
     for i, row in enumerate(rows, 1):
-        row["rank"] = i if row["objective"] is not None and row["error"] is None else None
+        row["position"] = i if row["objective"] is not None and row["error"] is None else None
     return rows
 
 
@@ -201,11 +194,11 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
-def _objective_history(result) -> list[float]:
+def _history(result, key: str) -> list[float]:
     df = result.metrics_dataframe
-    if df is None or OBJECTIVE not in df.columns:
+    if df is None or key not in df.columns:
         return []
-    return [float(v) for v in df[OBJECTIVE].tolist() if v is not None and math.isfinite(float(v))]
+    return [float(v) for v in df[key].tolist() if v is not None and math.isfinite(float(v))]
 
 
 def best_checkpoint(result, mode: str):
@@ -219,14 +212,14 @@ def best_checkpoint(result, mode: str):
 
 def export_best(row: dict, rows: list[dict], sweep_id: str, sweep_dir: str, p: Plan) -> str:
     """The best trial's adapter at its best report -> <sweep>/best_adapter, with the sweep's id, the trial
-    and its rank among trials added to card.json."""
+    and its position on the sweep's leaderboard added to card.json (sweep.position: 1 is the best)."""
     checkpoint, metrics = best_checkpoint(row["_result"], p.objective.mode)
     with tempfile.TemporaryDirectory(prefix="best-adapter-") as tmp:
         local = Path(checkpoint.to_directory(str(Path(tmp) / "adapter")))
         card = json.loads((local / "card.json").read_text())
         card["sweep"] = {
             "id": sweep_id,
-            "rank": row["rank"],
+            "position": row["position"],
             "trials": len(rows),
             "trial_number": row["trial_number"],
             "trial_id": row["trial_id"],
@@ -268,7 +261,7 @@ def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan) -> str | None:
     report.md. On a URI the report is written locally, then uploaded."""
     from sweeps import report
 
-    trial_overrides = (shlex.quote(f"{k}={v}") for k, v in report.flatten(cfg.trial.overrides).items())
+    trial_overrides = (shlex.quote(f"{k}={v}") for k, v in flatten(cfg.trial.overrides).items())
     rerun = " ".join(["python -m shared.trial --config", shlex.quote(cfg.trial.config), *trial_overrides])
     kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps, rerun=rerun)
     if "://" not in sweep_dir:
@@ -281,7 +274,7 @@ def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan) -> str | None:
 
 def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str) -> dict:
     rows = summarize(grid, p)
-    ranked = [r for r in rows if r["rank"] is not None]
+    ranked = [r for r in rows if r["position"] is not None]
     summary = {"sweep_id": sweep_id, "objective": {"name": OBJECTIVE, "metric": p.objective.metric,
                                                    "mode": p.objective.mode}, "sweep_folder": sweep_dir}
     if ranked:
@@ -304,7 +297,7 @@ def print_summary(s: dict) -> None:
     for t in s["trials"]:
         obj = "-" if t["objective"] is None else f"{t['objective']:.4f}"
         err = f"  {t['error']}" if t["error"] else ""
-        print(f"  #{t['rank'] or '-':<3} trial {t['trial_number']:<3} {t['state']:<9} steps {t['steps']}  "
+        print(f"  #{t['position'] or '-':<3} trial {t['trial_number']:<3} {t['state']:<9} steps {t['steps']}  "
               f"objective {obj}  {t['sample']}{err}")
     print(f"\nsweep folder: {s['sweep_folder']}")
     if "best_adapter" in s:

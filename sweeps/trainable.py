@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from sweeps.config import OBJECTIVE, SweepConfig, objective
-from sweeps.space import TRIAL_NUMBER, trial_config
+from sweeps.space import trial_config
+from sweeps.trials import TRIAL_NUMBER
 
 
 class WontFit(RuntimeError):

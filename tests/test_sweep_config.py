@@ -230,20 +230,18 @@ def test_summary_ranks_by_objective_with_failures_last():
                       result(3, [0.01, 0.06, 0.03, 0.04]), result(4, [0.01, 0.06])], p)
     # ranked on the best value reached (ASHA's numbers), ties by the last value: 3 and 4 both reached 0.06
     assert [r["trial_number"] for r in rows] == [1, 4, 3, 0, 2]
-    assert [r["rank"] for r in rows] == [1, 2, 3, 4, None]
+    assert [r["position"] for r in rows] == [1, 2, 3, 4, None]
     assert [r["state"] for r in rows] == ["stopped", "stopped", "finished", "finished", "failed"]
     assert rows[0]["objective"] == 0.5 and rows[0]["sample"] == {"lora.rank": 8}
 
 
 def test_trial_states_for_the_metrics():
-    from sweeps.metrics import trial_state
+    from sweeps.trials import trial_state
 
-    def t(status, steps=None):
-        return SimpleNamespace(status=status, last_result={} if steps is None else {"train/steps": steps})
-
-    assert [trial_state(t("TERMINATED", 24), 24), trial_state(t("TERMINATED", 6), 24), trial_state(t("ERROR", 6), 24),
-            trial_state(t("RUNNING", 6), 24), trial_state(t("PENDING"), 24)] == \
-        ["finished", "stopped", "failed", "running", "pending"]
+    assert [trial_state("TERMINATED", 24, 24), trial_state("TERMINATED", 6, 24), trial_state("ERROR", 6, 24),
+            trial_state("RUNNING", 6, 24), trial_state("PENDING", None, 24), trial_state("TERMINATED", None, 24),
+            trial_state(None, 24, 24, failed=True)] == \
+        ["finished", "stopped", "failed", "running", "pending", "no_result", "failed"]
 
 
 def test_run_help_and_a_bad_config_fail_fast_without_ray():
