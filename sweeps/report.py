@@ -449,7 +449,7 @@ def plot_params(rows: list[dict], params: list[str], metric: str, path: Path) ->
 
 
 def write_report(source, out_dir, objective: str, mode: str, fallback: str = "eval/loss", *,
-                 max_steps: int | None = None, rerun: str | None = None) -> dict:
+                 max_steps: int | None = None, rerun: str | None = None, notes: str = "") -> dict:
     """Leaderboard, plots and report.md for a sweep. source: a ResultGrid, an experiment folder, or a
     list of TrialRecords. rerun: the command that runs one trial of this sweep (`python -m shared.trial --config
     <its trial YAML> <its trial.overrides>`); the report adds the best sample's overrides to it. Returns the
@@ -459,12 +459,12 @@ def write_report(source, out_dir, objective: str, mode: str, fallback: str = "ev
     else:
         records, experiment = load_records(source)
     return report_from_records(records, Path(out_dir), objective, mode, fallback, max_steps=max_steps,
-                               experiment=experiment, rerun=rerun)
+                               experiment=experiment, rerun=rerun, notes=notes)
 
 
 def report_from_records(records: list[TrialRecord], out_dir: Path, objective: str, mode: str,
                         fallback: str = "eval/loss", *, max_steps: int | None = None, experiment: str = "",
-                        rerun: str | None = None) -> dict:
+                        rerun: str | None = None, notes: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, metric_mode = choose_metric(records, objective, mode, fallback)
     rows = leaderboard(records, metric, metric_mode, max_steps=max_steps)
@@ -487,7 +487,7 @@ def report_from_records(records: list[TrialRecord], out_dir: Path, objective: st
     report_path.write_text(_report_text(
         experiment, records, rows, metric, metric_mode, objective, fixed, importance_note, plots, table, best,
         rerun,
-    ))
+    ) + (f"\n{notes}\n" if notes else ""))
     return {
         "out_dir": str(out_dir),
         "leaderboard_csv": str(csv_path),
