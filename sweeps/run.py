@@ -409,7 +409,8 @@ def main(argv=None) -> int:
             sweep_id, base = state["sweep_id"], state["trial_base"]
         else:
             cfg = load_sweep(args.config, args.overrides)
-            cfg.storage_path = resolve_storage(cfg)
+            if not args.check:  # --check validates without the submit environment (the bucket variable)
+                cfg.storage_path = resolve_storage(cfg)
             sweep_id = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
             sweep_dir, base = join(cfg.storage_path, sweep_id), None
             if not cfg.is_uri:
