@@ -322,10 +322,18 @@ def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, score
                                                    "mode": p.objective.mode}, "sweep_folder": sweep_dir}
     if ranked:
         scorer = scorer or remote_scorer(cfg)
-        best, summary["selection"] = select_winner(ranked, cfg, p, scorer)
+        try:
+            best, summary["selection"] = select_winner(ranked, cfg, p, scorer)
+        except Exception as e:  # noqa: BLE001 -- the trials are trained: never lose them to the re-scoring
+            best, summary["selection"] = ranked[0], {"rescored": [], "why": f"re-scoring failed ({e}); the "
+                                                     "leaderboard's first won"}
         summary["best_adapter"] = export_best(best, rows, sweep_id, sweep_dir, p)
         task = p.trial.data.task
-        summary["promotion"] = promote_winner(cfg, task, summary["best_adapter"], sweep_id, best, scorer)
+        try:
+            summary["promotion"] = promote_winner(cfg, task, summary["best_adapter"], sweep_id, best, scorer)
+        except Exception as e:  # noqa: BLE001 -- nor to the gate: latest stays as it was, and says why
+            summary["promotion"] = {"action": "skipped", "why": f"the promotion gate failed ({e}); latest was "
+                                    f"left as it was (promote by hand: python -m sweeps.promote promote ...)"}
         summary["latest"] = latest_pointer(cfg.storage_path, task)
         _, metrics = best_checkpoint(best["_result"], p.objective.mode)
         summary["best_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and "/" in k}
