@@ -334,6 +334,7 @@ def measure(spec: dict, rss_after_imports: int) -> dict:
         "step_s_median": sorted(seconds)[len(seconds) // 2],
         "loss_first": history[0]["train/loss"],
         "loss_last": history[-1]["train/loss"],
+        "loss_curve": [h["train/loss"] for h in history],
     }
 
 

@@ -1,5 +1,6 @@
-"""4-bit vs 16-bit LoRA and packed vs padded batches, measured side by side in one run; then a
-randomly initialized Llama-2-7B-sized QLoRA trial where a GPU is at hand.
+"""4-bit vs 16-bit LoRA, packed vs padded batches, and the project's trial loop vs TRL's SFTTrainer on the
+same QLoRA configuration, measured side by side in one run; then a randomly initialized Llama-2-7B-sized
+QLoRA trial where a GPU is at hand.
 
     python -m benchmarks.run                                   # `make bench`: the micro model, ~3 min on 2 cores
     python -m benchmarks.run --model /tmp/micro-full --steps 10 --json-out bench.json
@@ -33,8 +34,11 @@ MICRO_CASES = {
     "4bit-padded": ["quantization.mode=4bit", "data.packing=false"],
     "16bit-padded": ["quantization.mode=16bit", "data.packing=false"],
     "4bit-packed": ["quantization.mode=4bit", "data.packing=true"],
+    "trl": ["quantization.mode=4bit", "data.packing=false"],  # 4bit-padded through TRL's SFTTrainer instead
 }
+RUNNER = {"trl": "benchmarks.trl_case"}  # the module that runs a case in its process; default benchmarks.qlora
 CASES = [*MICRO_CASES, "synthetic"]
+TRL_SPEED_TARGET = 1.0  # the project's trial loop tokens/s over TRL's on the same configuration
 WEIGHT_RATIO_TARGET = 0.35  # 4-bit weight memory / 16-bit; NF4 + double quant is ~0.26x on quantized layers
 
 
@@ -164,7 +168,7 @@ def synthetic_spec(args, threads: int, fields: dict, model_dir: Path | None) -> 
 def run_case(spec: dict, workdir: Path) -> dict:
     """`python -m benchmarks.qlora` in a fresh process; its output goes to a log shown if it fails."""
     out, log = workdir / f"{spec['name']}.json", workdir / f"{spec['name']}.log"
-    cmd = [sys.executable, "-m", "benchmarks.qlora", "--case", json.dumps(spec), "--json-out", str(out)]
+    cmd = [sys.executable, "-m", RUNNER.get(spec["name"], "benchmarks.qlora"), "--case", json.dumps(spec), "--json-out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH")] if p)}
     with open(log, "w") as f:
         rc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env, check=False).returncode
@@ -266,6 +270,10 @@ def report(info: dict, settings: dict, args, results: dict, synthetic: dict | No
                                                          ("pad fraction", "pad_fraction", "pct"),
                                                          ("real tokens per step", "real_tokens_per_step", "n"),
                                                          ("median step (s)", "step_s_median", "s"), *mem]),
+        "project/trl": ("4bit-padded", "trl", [("tokens/s", "tokens_per_s", "n"),
+                                               ("median step (s)", "step_s_median", "s"),
+                                               ("loss, first step", "loss_first", "s"),
+                                               ("loss, last step", "loss_last", "s")]),
     }
     shown = set()
     for name, (a, b, rows) in sections.items():
@@ -278,6 +286,8 @@ def report(info: dict, settings: dict, args, results: dict, synthetic: dict | No
         if w is not None:  # the judged figure, spelled out under its table
             lines.append(f"weight memory 4bit/16bit = {w:.2f}x (target <= {WEIGHT_RATIO_TARGET}x: "
                          f"{'met' if w <= WEIGHT_RATIO_TARGET else 'NOT met'}); quantized layers alone {q:.2f}x")
+        if name == "project/trl":
+            lines += trl_lines(results[a], results[b], ratios[name])
     for name in [n for n in results if n not in shown]:  # a case run without its partner: no ratio
         rows = [("weight memory (MB)", "weight_memory_bytes", "mb"), *mem, *speed]
         lines += table("", [name], "", rows, [results[name]])[0]
@@ -285,6 +295,20 @@ def report(info: dict, settings: dict, args, results: dict, synthetic: dict | No
         lines.append("")
         lines += synthetic_section(synthetic)
     return "\n".join(lines), ratios
+
+
+def trl_lines(project: dict, trl: dict, ratios: dict) -> list[str]:
+    """The judged figure and the two loss curves, step by step, under the project/trl table."""
+    speed = ratios.get("tokens_per_s")
+    out = [f"trial loop / TRL SFTTrainer tokens/s = {speed:.2f}x (target >= {TRL_SPEED_TARGET}x: "
+           f"{'met' if speed is not None and speed >= TRL_SPEED_TARGET else 'NOT met'}); {trl.get('trainer', 'trl')}"]
+    a, b = project.get("loss_curve") or [], trl.get("loss_curve") or []
+    if a and b:
+        n = min(len(a), len(b))
+        gap = max(abs(x - y) for x, y in zip(a[:n], b[:n], strict=True))
+        out.append(f"loss curves, step: project / trl (largest gap {gap:.3f}):")
+        out += [f"  {i + 1:>3}: {a[i]:.4f} / {b[i]:.4f}" for i in range(n)]
+    return out
 
 
 def synthetic_section(s: dict) -> list[str]:

@@ -1,11 +1,11 @@
 """Sweep efficiency on the micro model, in one run: ASHA + TPE against an exhaustive grid over the same
-discrete space, and random search given the trial-steps ASHA + TPE spent.
+discrete space, and random search and Optuna alone given the trial-steps ASHA + TPE spent.
 
     python -m benchmarks.sweep_efficiency                       # the micro model, 12-point grid: ~2 h on 2 cores
     python -m benchmarks.sweep_efficiency --smoke               # a tiny model, 4-point grid: a few minutes
     python -m benchmarks.sweep_efficiency --ranks 8,32 --lrs 1e-3,3e-3 --steps 80 --grace 5 --json-out eff.json
 
-Three Tune runs in one process and one local Ray, one trial at a time (two trainings on 2 cores slow both
+Three Tune runs and one Optuna study in one process (one local Ray for the Tune runs), one trial at a time (two trainings on 2 cores slow both
 10-40x, measured), every trial the sweep's own trainable (sweeps/trainable.py through sweeps/run.py),
 reporting dev metrics every --grace steps:
 
@@ -15,6 +15,10 @@ reporting dev metrics every --grace steps:
                samples (default: half the grid's points)
     random     random samples of the same values, trained --steps long, as many as fit in the trial-steps
                asha+tpe spent (at least one)
+    optuna     Optuna alone, no Ray (what a user would pick instead): TPE (same seed and start-up) with
+               Optuna's own SuccessiveHalvingPruner (min resource --grace, factor --reduction-factor), the
+               same trial recipe (shared.trial.run_trial) in this process, trials drawn until their steps
+               reach what asha+tpe spent. It trains TPE's repeats again; the sweep does not (sweeps/dedupe.py)
 
 Printed per method: trials, trial-steps (optimizer steps summed over trials), CPU-seconds (trial wall time
 x the CPUs each trial holds, evaluation included), wall time of the whole run, the best dev accuracy and
@@ -43,10 +47,11 @@ from pathlib import Path
 
 from shared.config import ConfigError
 from shared.paths import REPO_ROOT, cache_dir
+from sweeps.config import OBJECTIVE
 
 GOAL_GAP = 0.02  # asha+tpe's best dev accuracy may be this far below the grid's
 GOAL_STEP_RATIO = 0.30  # ...while spending at most this share of the grid's trial-steps
-METHODS = ("grid", "asha+tpe", "random")
+METHODS = ("grid", "asha+tpe", "random", "optuna")
 
 
 def parse_floats(text: str) -> list[float]:
@@ -60,7 +65,8 @@ def parse_ints(text: str) -> list[int]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.sweep_efficiency",
-        description="ASHA + TPE vs an exhaustive grid vs budget-matched random search, on the micro model.",
+        description="ASHA + TPE vs an exhaustive grid vs budget-matched random search and Optuna alone, on the micro "
+        "model.",
     )
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny model (built once, seconds) and a 2x2 grid of 12-step trials: a few minutes on 2 CPUs")
@@ -109,8 +115,8 @@ def parse_args(argv=None):
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods or set(args.methods) - set(METHODS):
         ap.error(f"--methods: unknown {sorted(set(args.methods) - set(METHODS))}; valid: {', '.join(METHODS)}")
-    if "random" in args.methods and "asha+tpe" not in args.methods:
-        ap.error("--methods: random takes its budget from asha+tpe; run both")
+    if {"random", "optuna"} & set(args.methods) and "asha+tpe" not in args.methods:
+        ap.error("--methods: random and optuna take their budget from asha+tpe; run it too")
     if not (args.ranks and args.alpha_multipliers and args.lrs):
         ap.error("--ranks, --alpha-multipliers and --lrs each need at least one value")
     if args.grace >= args.steps or args.steps % args.grace:
@@ -244,14 +250,66 @@ def run_method(method: str, args, cfg, p, storage: Path, budget_steps: int | Non
     return summarize(method, grid, time.time() - start, args, p)
 
 
+def run_optuna_alone(args, p, out: Path, budget_steps: int) -> dict:
+    """TPE + Optuna's SuccessiveHalvingPruner, no Ray: each trial is run_trial in this process, reporting the
+    sweep's objective at every --grace steps; a pruned trial stops there. Trials are drawn until their summed
+    steps reach budget_steps (the last may pass it, as a Tune trial would)."""
+    import optuna
+    import pandas as pd
+
+    from shared.trial import run_trial
+    from sweeps.report import TrialRecord
+    from sweeps.space import define_by_run, trial_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize" if p.objective.mode == "max" else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=args.seed, multivariate=True, n_startup_trials=args.startup_trials),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=args.grace, reduction_factor=args.reduction_factor),
+    )
+    space = {k: {"type": "choice", "values": v} for k, v in discrete_space(args).items()}
+    records, spent, start = [], 0, time.time()
+    while spent < max(1, budget_steps):
+        trial = study.ask()
+        sample = {**trial.params, **define_by_run(trial, space)}
+        cfg = trial_config(p.base, sample)
+        history = []
+
+        def on_eval(step: int, metrics: dict, save) -> bool:
+            value = p.objective.value(metrics)
+            history.append({"train/steps": step, OBJECTIVE: value, **metrics, "time_total_s": time.time() - began})
+            trial.report(value, step)
+            return not trial.should_prune()
+
+        began = time.time()
+        run_trial(cfg, on_eval=on_eval, eval_every=args.grace, eval_slice=args.eval_slice,
+                  folder=out / "optuna" / f"trial-{trial.number:03d}")
+        steps = history[-1]["train/steps"] if history else 0
+        spent += steps
+        if steps < args.steps:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, history[-1][OBJECTIVE])
+        records.append(TrialRecord(f"optuna-{trial.number:03d}", {**sample}, pd.DataFrame(history),
+                                   order=trial.number))
+    return figures("optuna", records, time.time() - start, args, p, str(out / "optuna"))
+
+
 # --------------------------------------------------------------------------------------------- figures
 
 
 def summarize(method: str, grid, wall_s: float, args, p) -> dict:
     """Trials, trial-steps, CPU-seconds and the best dev accuracy / loss of one Tune run."""
-    from sweeps.report import load_records, steps_done
+    from sweeps.report import load_records
 
     records, _ = load_records(grid)
+    return figures(method, records, wall_s, args, p, str(grid.experiment_path))
+
+
+def figures(method: str, records, wall_s: float, args, p, experiment: str) -> dict:
+    """The table's row of one method from its TrialRecords (sweeps/report.py)."""
+    from sweeps.report import steps_done
+
     accuracy = p.objective.metric if p.objective.metric != "eval/loss" else None
 
     def best(key: str, pick):
@@ -271,7 +329,8 @@ def summarize(method: str, grid, wall_s: float, args, p) -> dict:
         "accuracy_metric": accuracy,
         "best_accuracy": best(accuracy, max) if accuracy else None,
         "best_eval_loss": best("eval/loss", min),
-        "experiment": str(grid.experiment_path),
+        "experiment": experiment,
+        "_records": records,
     }
 
 
@@ -309,6 +368,11 @@ def print_table(rows: list[dict], args) -> None:
         print(f"\nasha+tpe: best {acc} {asha['accuracy_vs_grid']:+.4f} vs the grid's (goal >= -{GOAL_GAP}): "
               f"{'met' if near else 'NOT met'}; {asha['steps_vs_grid']:.0%} of the grid's trial-steps "
               f"(goal <= {GOAL_STEP_RATIO:.0%}): {'met' if cheap else 'NOT met'}")
+    alone = next((r for r in rows if r["method"] == "optuna"), None)
+    if asha and alone and None not in (asha["best_accuracy"], alone["best_accuracy"]):
+        print(f"asha+tpe against optuna alone: best {acc} {asha['best_accuracy'] - alone['best_accuracy']:+.4f} "
+              f"(goal >= 0), best eval/loss {_f(asha['best_eval_loss'], '.4f')} vs {_f(alone['best_eval_loss'], '.4f')}, "
+              f"trial-steps {asha['trial_steps']} vs {alone['trial_steps']}")
     print(f"\nspace: {discrete_space(args)}; full trial {args.steps} steps, reports every {args.grace}, "
           f"ASHA factor {args.reduction_factor}, {args.asha_trials} ASHA+TPE samples ({args.startup_trials} random "
           f"start-up); CPU-s = trial wall time x {args.cpus} CPUs, evaluation included")
@@ -357,10 +421,13 @@ def main(argv=None) -> int:
         budget = None
         for method in [m for m in METHODS if m in args.methods]:
             print(f"\n=== {method} ===", file=sys.stderr, flush=True)
-            row = run_method(method, args, cfg, p, out, budget)
+            if method == "optuna":
+                row = run_optuna_alone(args, p, out, budget)
+            else:
+                row = run_method(method, args, cfg, p, out, budget)
             if method == "asha+tpe":
                 budget = row["trial_steps"]
-            write_report(row["experiment"], out / method.replace("+", "-") / "report", p.objective.metric,
+            write_report(row.pop("_records"), out / method.replace("+", "-") / "report", p.objective.metric,
                          p.objective.mode, max_steps=args.steps)
             rows.append(row)
     finally:

@@ -20,6 +20,7 @@ from serving.config import LATEST, AppConfig
 from serving.engine import base_key
 from shared.artifacts import CARD, read_card
 from shared.config import ConfigError
+from shared.storage import is_uri, local_adapter, read_latest
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ def resolve(where: str, storage_path: str) -> Path:
     if not where.startswith(LATEST):
         return Path(where).expanduser().resolve()
     task = where[len(LATEST):]
+    if is_uri(storage_path):  # a bucket: pointer read through pyarrow, the adapter copied to a local cache once
+        latest = read_latest(storage_path, task)
+        if latest is None:
+            raise Unavailable(f"no sweep has exported a {task} adapter yet ({storage_path}/latest/{task}.json)")
+        return local_adapter(latest["adapter"])
     pointer = Path(storage_path).expanduser() / "latest" / f"{task}.json"
     if not pointer.is_file():
         raise Unavailable(f"no sweep has exported a {task} adapter yet (no latest/{task}.json in the storage path)")

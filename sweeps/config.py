@@ -14,6 +14,7 @@ dotted key.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.config import ConfigError, TrialConfig, apply_overrides, read_yaml, validate
 from shared.paths import REPO_ROOT
+from shared.storage import URI, is_shared
 from sweeps import memory, space as space_mod
+from sweeps.trials import TASK_METRIC, flatten  # TASK_METRIC: the task's dev accuracy, the default objective
 
-# The task's accuracy on the dev split: what the sweep maximizes unless told otherwise (shared/tasks/).
-TASK_METRIC = {"sql": "eval/sql_exec_acc", "code": "eval/py_pass_at_1"}
 OBJECTIVE = "sweep/objective"  # the metric Tune, ASHA and Optuna see (see Objective.value)
-URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "file")
 
 
@@ -91,6 +91,26 @@ class CheckpointConfig(_Section):
     keep_per_trial: int | None = Field(None, gt=0)
 
 
+class SelectionConfig(_Section):
+    # After the search the top_k trials' best adapters are re-scored on the first `examples` dev examples (more
+    # than objective.eval_slice, so less noise), and the winner is the one whose accuracy has the best lower
+    # bound of its binomial (Wilson) interval at `confidence`. 1: no re-scoring, the leaderboard's first wins.
+    # Each re-score is one evaluation with the trial's resources. Only with an accuracy objective.
+    top_k: int = Field(3, ge=1)
+    examples: int = Field(200, gt=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
+class PromotionConfig(_Section):
+    # The winner replaces latest/<task> (what Serve follows) only if an exact one-sided paired test on a frozen
+    # held-out set (the first `examples` of `split`, the same for both) shows it better than the current one at
+    # `level`; every decision is recorded in latest/<task>.history.json (python -m sweeps.promote list).
+    enabled: bool = True  # false: the sweep leaves latest alone (promote later with python -m sweeps.promote)
+    split: str = "test"
+    examples: int = Field(200, gt=0)
+    level: float = Field(0.05, gt=0, lt=0.5)  # a false promotion at most this often when the two are equal
+
+
 class FaultConfig(_Section):
     """Test hook (tests/test_sweep_e2e.py): makes one trial raise, to exercise retries. Off by default."""
 
@@ -108,9 +128,16 @@ class SweepConfig(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     # Where sweep folders go: a local folder or a URI (s3://bucket/path, gs://...). It must outlive the job:
-    # `ray job submit --working-dir .` runs in a temporary copy of the repo.
+    # `ray job submit --working-dir .` runs in a temporary copy of the repo. On a cluster of several nodes it
+    # must be an object store (check_cluster). ${VAR} is read from the environment at submit, so a preset can
+    # name the bucket without holding it: s3://${QLORA_SWEEP_BUCKET}/qlora-sweeps.
     storage_path: str = "~/qlora-sweeps"
+    # True when storage_path is a folder every node mounts at the same path (NFS): then a local path is allowed
+    # on a cluster of several nodes. Otherwise such a cluster needs an object-store URI (check_cluster).
+    storage_shared: bool = False
     fault: FaultConfig = Field(default_factory=FaultConfig)
 
     @field_validator("space", mode="before")
@@ -193,21 +220,11 @@ def resolve_trial_yaml(path: str) -> Path:
     )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def trial_base(cfg: SweepConfig) -> dict:
     """The trial tree every sample starts from: the trial YAML + trial.overrides + what the sweep fixes
     (torch threads = the trial's CPUs)."""
     tree = read_yaml(resolve_trial_yaml(cfg.trial.config))
-    tree = apply_overrides(tree, _flat(cfg.trial.overrides))
+    tree = apply_overrides(tree, flatten(cfg.trial.overrides))
     return apply_overrides(tree, {"train.threads": cfg.resources.cpu})
 
 
@@ -321,8 +338,30 @@ def plan(cfg: SweepConfig, base: dict | None = None) -> Plan:
     return Plan(base, trial, objective(cfg, trial), dims, estimates[i], samples[i])
 
 
-def check_cluster(cfg: SweepConfig, cluster: dict[str, float]) -> None:
-    """The cluster (ray.cluster_resources()) has what one trial asks for."""
+def resolve_storage(cfg: SweepConfig, env: dict[str, str] | None = None) -> str:
+    """storage_path with its ${VAR}s taken from the environment; refuses a variable that is not set."""
+    env = os.environ if env is None else env
+    missing = [name for name in re.findall(r"\$\{(\w+)\}", cfg.storage_path) if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            f"storage_path: {cfg.storage_path!r} needs the environment variable {', '.join(missing)} (the bucket); "
+            "set it, or give the location: storage_path=s3://<bucket>/qlora-sweeps (or a local folder on one node)"
+        )
+    return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], cfg.storage_path)
+
+
+def check_cluster(cfg: SweepConfig, cluster: dict[str, float], nodes: int = 1) -> None:
+    """The cluster (ray.cluster_resources(), and its number of live nodes) can run and store the trials.
+
+    Storage first, and never skipped: a trial on another node checkpoints into storage_path from there, and
+    Tune raises at that trial's first checkpoint when it is a folder on the driver's node only."""
+    if nodes > 1 and not is_shared(cfg.storage_path) and not cfg.storage_shared:
+        raise ConfigError(
+            f"storage_path: {cfg.storage_path!r} is a folder on one node, but the cluster has {nodes} nodes and "
+            "trials on the others could not checkpoint into it; use an object store "
+            "(storage_path=s3://<bucket>/qlora-sweeps or gs://..., credentials in every node's environment), or "
+            "a folder every node mounts at that path (NFS) with storage_shared=true"
+        )
     if not cfg.resources.check_cluster:
         return
     have = ", ".join(f"{k} {cluster.get(k, 0):g}" for k in ("CPU", "GPU"))

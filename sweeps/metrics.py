@@ -1,8 +1,9 @@
 """The sweep's own metrics, exported through ray.util.metrics to the cluster's Prometheus endpoint (and the
 dashboard's Metrics view), updated from a Tune callback in the driver.
 
-    qlora_sweep_trials{sweep, state}         trials by state: pending, running, finished (ran to
-                                             train.max_steps), stopped (by ASHA), failed (after retries)
+    qlora_sweep_trials{sweep, state}         trials by state (sweeps/trials.py): pending, running, finished
+                                             (ran to train.max_steps), stopped (by ASHA), failed (after
+                                             retries), no_result
     qlora_sweep_retries{sweep}               trial restarts after a crash or out-of-memory
     qlora_sweep_best_objective{sweep, metric} best sweep/objective reported so far (any rung)
 
@@ -17,21 +18,7 @@ import math
 from ray.tune import Callback
 from ray.util.metrics import Gauge
 
-STATES = ("pending", "running", "finished", "stopped", "failed")
-
-
-def trial_state(trial, max_steps: int) -> str:
-    """A Tune trial's state in the sweep's words. A trial that ended before max_steps without an error
-    was stopped by ASHA."""
-    status = trial.status
-    if status == "ERROR":
-        return "failed"
-    if status == "TERMINATED":
-        steps = (trial.last_result or {}).get("train/steps", max_steps)
-        return "finished" if steps >= max_steps else "stopped"
-    if status == "RUNNING":
-        return "running"
-    return "pending"  # PENDING, PAUSED
+from sweeps.trials import STATES, trial_state
 
 
 class SweepMetrics(Callback):
@@ -50,7 +37,7 @@ class SweepMetrics(Callback):
     def _refresh(self, trials) -> None:
         counts = dict.fromkeys(STATES, 0)
         for t in trials:
-            counts[trial_state(t, self.max_steps)] += 1
+            counts[trial_state(t.status, (t.last_result or {}).get("train/steps"), self.max_steps)] += 1
         for state, n in counts.items():
             self.trials.set(n, tags={"sweep": self.sweep_id, "state": state})
         self.retries.set(self.n_retries, tags={"sweep": self.sweep_id})

@@ -13,9 +13,9 @@ or an experiment folder (restored with `tune.ExperimentAnalysis`, no running clu
     params.png                         objective against each sampled numeric hyperparameter
 
 Everything after loading works on `TrialRecord`s (id, flat config, per-report history, error), so the
-tables and plots are tested on synthetic records without Ray. A trial is "STOPPED_EARLY" when it ended
-without error before the step budget: Tune marks scheduler stops TERMINATED like finished trials, so the
-budget is read from the trial's `train.max_steps` if it was sampled, else it is the most steps any trial
+tables and plots are tested on synthetic records without Ray. States are sweeps/trials.py's: a trial is
+"stopped" when it ended without error before the step budget (Tune marks scheduler stops TERMINATED like
+finished trials), so the budget is read from the trial's `train.max_steps` if it was sampled, else it is the most steps any trial
 trained (override with max_steps=). A trial cut by `train.max_time_s` also reads as stopped early.
 """
 
@@ -35,28 +35,22 @@ from typing import Any
 import pandas as pd
 
 from sweeps.space import to_overrides
+from sweeps.trials import (
+    FAILED, FINISHED, NO_RESULT, PENDING, RUNNING, STATE_NOTE, STOPPED, TASK_METRIC, TRIAL_NUMBER, flatten, rank_key,
+    trial_state,
+)
 
 STEP_KEYS = ("train/steps", "training_iteration")  # the x axis of a trial's history, first one present
 LOSS_KEY = "eval/loss"
 # Task accuracies shown beside the objective when it is another metric (the sweep ranks on sweep/objective:
 # accuracy with an eval/loss tie-break, sweeps/config.py).
-ACCURACY_KEYS = ("eval/sql_exec_acc", "eval/py_pass_at_1")
-TRIAL_NUMBER = "trial_number"  # the sweep's Optuna trial number, in the config beside the sampled keys
+ACCURACY_KEYS = tuple(TASK_METRIC.values())
 WALL_KEY = "time_total_s"
-TERMINATED, STOPPED_EARLY, ERROR = "TERMINATED", "STOPPED_EARLY", "ERROR"
-UNFINISHED, NO_RESULT = "UNFINISHED", "NO_RESULT"
-STATUS_NOTE = {
-    TERMINATED: "trained its full step budget",
-    STOPPED_EARLY: "ended by the scheduler (ASHA) before its step budget",
-    ERROR: "raised an error (its last reported values are kept)",
-    UNFINISHED: "still pending or running when the sweep ended (interrupted; resume it to finish)",
-    NO_RESULT: "never reported a result",
-}
 
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One trial as the report needs it. history: one row per report, columns are metric names; state:
+    """One trial as the report needs it. history: one row per report, columns are metric names; status:
     Tune's status of the trial (TERMINATED, ERROR, RUNNING, PENDING...) where known; order: its place in
     the order trials were created."""
 
@@ -64,7 +58,7 @@ class TrialRecord:
     config: dict[str, Any]
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     error: str | None = None
-    state: str | None = None
+    status: str | None = None
     order: int = 0
 
 
@@ -106,7 +100,7 @@ def _record(result, trial=None) -> TrialRecord:
     return TrialRecord(
         trial_id=trial_id, config=flatten(config), history=history.reset_index(drop=True),
         error=_error_line(result.error) if result.error else None,
-        state=trial.status if trial else None, order=_creation_index(trial),
+        status=trial.status if trial else None, order=_creation_index(trial),
     )
 
 
@@ -123,18 +117,6 @@ def _error_line(error: BaseException) -> str:
     named = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
     text = named[-1] if named else f"{type(error).__name__}: {lines[-1] if lines else ''}"
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{'lora': {'rank': 8}, 'train.learning_rate': 1e-3} -> {'lora.rank': 8, 'train.learning_rate': 1e-3}."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten(value, name + ".")
-        else:
-            flat[name] = value
-    return flat
 
 
 # ----------------------------------------------------------------------------------------- the table
@@ -199,7 +181,7 @@ def _is_scalar(value) -> bool:
 
 
 def leaderboard(records: list[TrialRecord], metric: str, mode: str, max_steps: int | None = None) -> list[dict]:
-    """One dict per trial, best first: rank, trial_id, status, the swept parameters, <metric> best and
+    """One dict per trial, best first: position, trial_id, state, the swept parameters, <metric> best and
     last, eval/loss, steps, wall_s, error. Ranked on the best value each trial reached; ties (common for
     accuracy on small dev slices) go to the better last value, then the lower eval/loss reached, then fewer
     steps. Trials with an error or no value come last."""
@@ -213,18 +195,11 @@ def leaderboard(records: list[TrialRecord], metric: str, mode: str, max_steps: i
         best = (values.max() if mode == "max" else values.min()) if values.size else None
         steps = steps_done(r)
         budget = max_steps or r.config.get("train.max_steps") or longest
-        if r.error or r.state == "ERROR":
-            status = ERROR
-        elif r.state in ("PENDING", "RUNNING", "PAUSED"):
-            status = UNFINISHED
-        elif r.history.empty:
-            status = NO_RESULT
-        else:
-            status = STOPPED_EARLY if steps < budget else TERMINATED
+        state = trial_state(r.status, None if r.history.empty else steps, budget, failed=bool(r.error))
         rows.append({
             **({TRIAL_NUMBER: r.config.get(TRIAL_NUMBER)} if numbered else {}),
             "trial_id": r.trial_id,
-            "status": status,
+            "state": state,
             **{p: r.config.get(p) for p in params},
             f"{metric} best": None if best is None else float(best),
             f"{metric} last": None if best is None else float(values.iloc[-1]),
@@ -234,22 +209,15 @@ def leaderboard(records: list[TrialRecord], metric: str, mode: str, max_steps: i
             "wall_s": _last(r, WALL_KEY),
             "error": r.error or "",
         })
-    sign = -1 if mode == "max" else 1
     lowest_loss = {r.trial_id: _best_of(r, LOSS_KEY, "min") for r in records}
-
-    def key(row):
-        best, last = row[f"{metric} best"], row[f"{metric} last"]
-        failed = row["status"] == ERROR or best is None
-        loss = lowest_loss[row["trial_id"]]
-        return (failed, sign * (best or 0.0), sign * (last or 0.0), math.inf if loss is None else loss, row["steps"])
-
-    rows.sort(key=key)
-    return [{"rank": i, **row} for i, row in enumerate(rows, 1)]
+    rows.sort(key=lambda row: rank_key(mode, row["state"], row[f"{metric} best"], row[f"{metric} last"],
+                                       lowest_loss[row["trial_id"]], row["steps"]))
+    return [{"position": i, **row} for i, row in enumerate(rows, 1)]
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["rank", "trial_id", "status"])
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["position", "trial_id", "state"])
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     return path
@@ -287,7 +255,7 @@ def param_importances(rows: list[dict], params: list[str], metric: str, mode: st
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator
 
-    done = [row for row in rows if row[f"{metric} best"] is not None and row["status"] != ERROR]
+    done = [row for row in rows if row[f"{metric} best"] is not None and row["state"] != FAILED]
     if len(done) < 3:
         return {}, f"{len(done)} trial(s) with a value of {metric}; importances need at least 3"
     distributions = {p: d for p in params if (d := _distribution([row[p] for row in done])) is not None}
@@ -350,17 +318,18 @@ def _figure(width: float, height: float):
     return fig
 
 
-STATUS_STYLE = {  # colour, marker
-    TERMINATED: ("tab:blue", "o"),
-    STOPPED_EARLY: ("tab:orange", "v"),
-    ERROR: ("tab:red", "X"),
-    UNFINISHED: ("tab:purple", "s"),
+STATE_STYLE = {  # colour, marker
+    FINISHED: ("tab:blue", "o"),
+    STOPPED: ("tab:orange", "v"),
+    FAILED: ("tab:red", "X"),
+    RUNNING: ("tab:purple", "s"),
+    PENDING: ("tab:purple", "s"),
     NO_RESULT: ("tab:gray", "."),
 }
 
 
 def plot_history(records: list[TrialRecord], rows: list[dict], metric: str, mode: str, path: Path) -> Path | None:
-    """The best value of each trial in start order, coloured by status, and the best-so-far line (which
+    """The best value of each trial in start order, coloured by state, and the best-so-far line (which
     skips failed trials, as the leaderboard does)."""
     by_id = {row["trial_id"]: row for row in rows}
     points = [(i, by_id[r.trial_id]) for i, r in enumerate(records) if by_id[r.trial_id][f"{metric} best"] is not None]
@@ -368,14 +337,14 @@ def plot_history(records: list[TrialRecord], rows: list[dict], metric: str, mode
         return None
     fig = _figure(7, 4)
     ax = fig.add_subplot()
-    for status, (colour, marker) in STATUS_STYLE.items():
-        xs = [i for i, row in points if row["status"] == status]
-        ys = [row[f"{metric} best"] for i, row in points if row["status"] == status]
+    for state, (colour, marker) in STATE_STYLE.items():
+        xs = [i for i, row in points if row["state"] == state]
+        ys = [row[f"{metric} best"] for i, row in points if row["state"] == state]
         if xs:
-            ax.scatter(xs, ys, c=colour, marker=marker, label=status.lower().replace("_", " "), zorder=3)
+            ax.scatter(xs, ys, c=colour, marker=marker, label=state.replace("_", " "), zorder=3)
     best, line = None, []
     for i, row in points:
-        if row["status"] == ERROR:  # a failed trial's numbers are not a result one could use
+        if row["state"] == FAILED:  # a failed trial's numbers are not a result one could use
             continue
         value = row[f"{metric} best"]
         best = value if best is None else (max(best, value) if mode == "max" else min(best, value))
@@ -417,7 +386,7 @@ def plot_curves(records: list[TrialRecord], rows: list[dict], metric: str, path:
     axes = [fig.add_subplot(1, len(keys), i + 1) for i in range(len(keys))]
     colours = _colour_cycle(len(records))
     for r, colour in zip(records, colours, strict=True):
-        status = by_id[r.trial_id]["status"]
+        state = by_id[r.trial_id]["state"]
         for ax, key in zip(axes, keys, strict=True):
             if key not in r.history.columns:
                 continue
@@ -427,14 +396,14 @@ def plot_curves(records: list[TrialRecord], rows: list[dict], metric: str, path:
             thick = r.trial_id == best_id
             ax.plot(frame["step"], frame["y"], c=colour, lw=2.6 if thick else 1.0, alpha=1.0 if thick else 0.75,
                     marker=".", ms=4, label=f"{r.trial_id}{' (best)' if thick else ''}", zorder=3 if thick else 2)
-            if status in (STOPPED_EARLY, ERROR):
-                early = status == STOPPED_EARLY
+            if state in (STOPPED, FAILED):
+                early = state == STOPPED
                 ax.scatter(frame["step"].iloc[-1:], frame["y"].iloc[-1:], marker="x" if early else "X",
                            c="k" if early else "tab:red", s=40, zorder=4)
     for ax, key in zip(axes, keys, strict=True):
         ax.set(xlabel="training step", ylabel=key, title=key)
         ax.grid(alpha=0.3)
-    if any(row["status"] == STOPPED_EARLY for row in rows):
+    if any(row["state"] == STOPPED for row in rows):
         axes[0].scatter([], [], marker="x", c="k", label="stopped by ASHA")
     if len(records) <= 12:  # one entry per trial; beyond that a legend hides the curves
         axes[0].legend(fontsize="x-small", loc="best")
@@ -461,10 +430,10 @@ def plot_params(rows: list[dict], params: list[str], metric: str, path: Path) ->
     fig = _figure(4 * len(numeric), 3.8)
     for i, p in enumerate(numeric):
         ax = fig.add_subplot(1, len(numeric), i + 1, sharey=fig.axes[0] if i else None)
-        for status, (colour, marker) in STATUS_STYLE.items():
-            pts = [(row[p], row[f"{metric} best"]) for row in done if row["status"] == status and row[p] is not None]
+        for state, (colour, marker) in STATE_STYLE.items():
+            pts = [(row[p], row[f"{metric} best"]) for row in done if row["state"] == state and row[p] is not None]
             if pts:
-                ax.scatter(*zip(*pts, strict=True), c=colour, marker=marker, label=status.lower().replace("_", " "))
+                ax.scatter(*zip(*pts, strict=True), c=colour, marker=marker, label=state.replace("_", " "))
         values = [row[p] for row in done if row[p] is not None]
         if min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
@@ -480,7 +449,7 @@ def plot_params(rows: list[dict], params: list[str], metric: str, path: Path) ->
 
 
 def write_report(source, out_dir, objective: str, mode: str, fallback: str = "eval/loss", *,
-                 max_steps: int | None = None, rerun: str | None = None) -> dict:
+                 max_steps: int | None = None, rerun: str | None = None, notes: str = "") -> dict:
     """Leaderboard, plots and report.md for a sweep. source: a ResultGrid, an experiment folder, or a
     list of TrialRecords. rerun: the command that runs one trial of this sweep (`python -m shared.trial --config
     <its trial YAML> <its trial.overrides>`); the report adds the best sample's overrides to it. Returns the
@@ -490,12 +459,12 @@ def write_report(source, out_dir, objective: str, mode: str, fallback: str = "ev
     else:
         records, experiment = load_records(source)
     return report_from_records(records, Path(out_dir), objective, mode, fallback, max_steps=max_steps,
-                               experiment=experiment, rerun=rerun)
+                               experiment=experiment, rerun=rerun, notes=notes)
 
 
 def report_from_records(records: list[TrialRecord], out_dir: Path, objective: str, mode: str,
                         fallback: str = "eval/loss", *, max_steps: int | None = None, experiment: str = "",
-                        rerun: str | None = None) -> dict:
+                        rerun: str | None = None, notes: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, metric_mode = choose_metric(records, objective, mode, fallback)
     rows = leaderboard(records, metric, metric_mode, max_steps=max_steps)
@@ -518,7 +487,7 @@ def report_from_records(records: list[TrialRecord], out_dir: Path, objective: st
     report_path.write_text(_report_text(
         experiment, records, rows, metric, metric_mode, objective, fixed, importance_note, plots, table, best,
         rerun,
-    ))
+    ) + (f"\n{notes}\n" if notes else ""))
     return {
         "out_dir": str(out_dir),
         "leaderboard_csv": str(csv_path),
@@ -528,7 +497,7 @@ def report_from_records(records: list[TrialRecord], out_dir: Path, objective: st
         "objective": metric,
         "mode": metric_mode,
         "num_trials": len(records),
-        "status_counts": _counts(rows),
+        "state_counts": _counts(rows),
         "importances": importances,
         "best": best,
     }
@@ -544,7 +513,7 @@ def _best(records: list[TrialRecord], rows: list[dict], metric: str, mode: str) 
     report = {column: record.history[column].loc[at] for column in record.history.columns}  # keeps each dtype
     metrics = {k: _plain(v) for k, v in report.items() if _is_scalar(_plain(v)) and not pd.isna(v)}
     return {"trial_id": record.trial_id, "config": record.config, "metrics": metrics,
-            "value": rows[0][f"{metric} best"], "status": rows[0]["status"]}
+            "value": rows[0][f"{metric} best"], "state": rows[0]["state"]}
 
 
 def _plain(value):
@@ -555,7 +524,7 @@ def _plain(value):
 def _counts(rows: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
     return counts
 
 
@@ -572,7 +541,7 @@ def _report_text(experiment, records, rows, metric, mode, objective, fixed, impo
     if best:
         overrides = " ".join(shlex.quote(f"{k}={v}") for k, v in to_overrides(best["config"]).items()
                              if _is_scalar(v))
-        out.append(f"- Best: trial `{best['trial_id']}`, {metric} = {best['value']:.4g} ({best['status']})\n")
+        out.append(f"- Best: trial `{best['trial_id']}`, {metric} = {best['value']:.4g} ({best['state']})\n")
         if rerun:
             out.append("Rerun the best trial alone, without Ray (the sweep's trial config and the best sample):\n")
             out.append(f"```\n{rerun} {overrides}\n```\n")
@@ -597,7 +566,7 @@ def _report_text(experiment, records, rows, metric, mode, objective, fixed, impo
         else:
             out.append(f"_Not drawn: {importance_note if key == 'importance' else 'no data for it'}._\n")
     out.append("## Leaderboard\n")
-    out.append("Status: " + "; ".join(f"{s} = {STATUS_NOTE[s]}" for s in counts) + ".\n")
+    out.append("State: " + "; ".join(f"{s} = {STATE_NOTE[s]}" for s in counts) + ".\n")
     out.append(table)
     if fixed:
         out.append("\n## The same in every trial\n")

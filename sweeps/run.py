@@ -15,7 +15,7 @@ storage_path (default ~/qlora-sweeps, or a URI), never in the job's temporary co
 
     <storage_path>/<sweep id>/            Tune's experiment (trials, checkpoints, state for --resume)
         sweep.json                        the resolved sweep config and trial tree (what --resume rebuilds)
-        best_adapter/                     the best trial's adapter folder; card.json names sweep id and rank
+        best_adapter/                     the best trial's adapter; card.json names the sweep and its position
         summary.json                      every trial: number, state, steps, objective, sample, error
         report/                           leaderboard (CSV, Markdown) and plots (sweeps/report.py)
     <storage_path>/latest/<task>.json     the newest best adapter of each task (and a symlink <task>, locally)
@@ -38,55 +38,15 @@ if __package__ in (None, ""):  # run as a script (`python sweeps/run.py`): make 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.config import ConfigError  # noqa: E402
-from sweeps.config import OBJECTIVE, Plan, SweepConfig, check_cluster, load_sweep, plan, rungs  # noqa: E402
-from sweeps.space import TRIAL_NUMBER, to_overrides  # noqa: E402
+from shared.storage import join, latest_pointer, put_dir, read_text, write_text  # noqa: E402
+from sweeps.config import (  # noqa: E402
+    OBJECTIVE, Plan, SweepConfig, check_cluster, load_sweep, plan, resolve_storage, rungs,
+)
+from sweeps.space import to_overrides  # noqa: E402
+from sweeps.trials import TASK_METRIC, TRIAL_NUMBER, flatten, rank_key, trial_state  # noqa: E402
 
 SWEEP_STATE = "sweep.json"
 BEST = "best_adapter"
-
-
-# ------------------------------------------------------------------------------------------ storage
-
-
-def fs_and_path(location: str):
-    """A local path or URI -> (pyarrow filesystem, path on it)."""
-    import pyarrow.fs
-
-    if "://" in location:
-        return pyarrow.fs.FileSystem.from_uri(location)
-    return pyarrow.fs.LocalFileSystem(), str(Path(location).expanduser().resolve())
-
-
-def join(location: str, *parts: str) -> str:
-    if "://" in location:
-        return "/".join([location.rstrip("/"), *parts])
-    return str(Path(location).expanduser().joinpath(*parts))
-
-
-def write_text(location: str, text: str) -> None:
-    fs, path = fs_and_path(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
-
-
-def read_text(location: str) -> str:
-    fs, path = fs_and_path(location)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def put_dir(local: Path, location: str) -> None:
-    """Copies a local folder to a local path or URI, replacing what was there."""
-    import pyarrow.fs
-
-    fs, path = fs_and_path(location)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        fs.delete_dir(path)
-    fs.create_dir(path, recursive=True)
-    pyarrow.fs.copy_files(
-        str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
-    )
 
 
 # ------------------------------------------------------------------------------------------- tuning
@@ -110,22 +70,26 @@ def trainable(cfg: SweepConfig, base: dict):
 
 
 def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
-    """OptunaSearch (TPE: seeded, multivariate) over the space as data, ASHA on train/steps, FailureConfig."""
+    """OptunaSearch (TPE: seeded, multivariate) over the space as data, without repeats (sweeps/dedupe.py), ASHA
+    on train/steps, FailureConfig."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from sweeps.dedupe import DedupeSearch
     from sweeps.metrics import SweepMetrics
     from sweeps.space import define_by_run
 
     mode = p.objective.mode
+    # constant_liar: trials still running count as bad guesses, so concurrent trials are not drawn alike
     sampler = optuna.samplers.TPESampler(
-        seed=cfg.search.seed, multivariate=True, n_startup_trials=cfg.search.startup_trials
+        seed=cfg.search.seed, multivariate=True, n_startup_trials=cfg.search.startup_trials,
+        constant_liar=cfg.search.max_concurrent > 1,
     )
     space = {k: d.model_dump() for k, d in cfg.space.items()}  # plain data: the searcher's state is pickled
-    searcher = OptunaSearch(space=functools.partial(define_by_run, space=space), metric=OBJECTIVE, mode=mode,
-                            sampler=sampler)
+    searcher = DedupeSearch(OptunaSearch(space=functools.partial(define_by_run, space=space), metric=OBJECTIVE,
+                                         mode=mode, sampler=sampler))  # a repeated sample is never trained again
     scheduler = ASHAScheduler(
         time_attr="train/steps", metric=OBJECTIVE, mode=mode, max_t=p.trial.train.max_steps,
         grace_period=cfg.scheduler.grace_period_steps, reduction_factor=cfg.scheduler.reduction_factor,
@@ -155,29 +119,23 @@ def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
 
 
 def summarize(grid, p: Plan) -> list[dict]:
-    """One row per trial, ranked as sweeps/report.py ranks its leaderboard: on the best objective a trial
-    reached at any report (the values ASHA compared), ties by the last one, then fewer steps; failed and
-    unscored trials last."""
+    """One row per trial, ranked as sweeps/report.py ranks its leaderboard (sweeps/trials.rank_key) on
+    sweep/objective; `position` is the place on that leaderboard (None for failed and unscored trials)."""
     max_steps = p.trial.train.max_steps
-    sign = -1 if p.objective.mode == "max" else 1
-    rows = []
+    rows, keys = [], []
     for r in grid:
         m = r.metrics or {}
         steps = m.get("train/steps")
-        values = _objective_history(r)
-        if r.error is not None:
-            state = "failed"
-        elif steps is None:
-            state = "pending"
-        else:
-            state = "finished" if steps >= max_steps else "stopped"
+        values = _history(r, OBJECTIVE)
+        losses = _history(r, "eval/loss")
         rows.append({
             "trial_number": (r.config or {}).get(TRIAL_NUMBER),
             "trial_id": m.get("trial_id") or Path(r.path).name.rsplit("-", 1)[-1],
-            "state": state,
+            "state": trial_state(None, steps, max_steps, failed=r.error is not None),
             "steps": steps,
             "attempts": m.get("trial/attempt"),
-            "objective": (max(values) if sign < 0 else min(values)) if values else None,
+            "node_id": m.get("trial/node_id"),
+            "objective": (max(values) if p.objective.mode == "max" else min(values)) if values else None,
             "objective_last": values[-1] if values else None,
             p.objective.metric: m.get(p.objective.metric),
             "eval/loss": m.get("eval/loss"),
@@ -186,12 +144,11 @@ def summarize(grid, p: Plan) -> list[dict]:
             "path": r.path,
             "_result": r,
         })
-    rows.sort(key=lambda row: (
-        row["error"] is not None, row["objective"] is None, sign * (row["objective"] or 0.0),
-        sign * (row["objective_last"] or 0.0), row["steps"] or 0,
-    ))
+        keys.append(rank_key(p.objective.mode, rows[-1]["state"], rows[-1]["objective"], rows[-1]["objective_last"],
+                             min(losses) if losses else None, steps))
+    rows = [row for _, row in sorted(zip(keys, rows, strict=True), key=lambda kr: kr[0])]
     for i, row in enumerate(rows, 1):
-        row["rank"] = i if row["objective"] is not None and row["error"] is None else None
+        row["position"] = i if row["objective"] is not None and row["error"] is None else None
     return rows
 
 
@@ -201,11 +158,11 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
-def _objective_history(result) -> list[float]:
+def _history(result, key: str) -> list[float]:
     df = result.metrics_dataframe
-    if df is None or OBJECTIVE not in df.columns:
+    if df is None or key not in df.columns:
         return []
-    return [float(v) for v in df[OBJECTIVE].tolist() if v is not None and math.isfinite(float(v))]
+    return [float(v) for v in df[key].tolist() if v is not None and math.isfinite(float(v))]
 
 
 def best_checkpoint(result, mode: str):
@@ -219,14 +176,14 @@ def best_checkpoint(result, mode: str):
 
 def export_best(row: dict, rows: list[dict], sweep_id: str, sweep_dir: str, p: Plan) -> str:
     """The best trial's adapter at its best report -> <sweep>/best_adapter, with the sweep's id, the trial
-    and its rank among trials added to card.json."""
+    and its position on the sweep's leaderboard added to card.json (sweep.position: 1 is the best)."""
     checkpoint, metrics = best_checkpoint(row["_result"], p.objective.mode)
     with tempfile.TemporaryDirectory(prefix="best-adapter-") as tmp:
         local = Path(checkpoint.to_directory(str(Path(tmp) / "adapter")))
         card = json.loads((local / "card.json").read_text())
         card["sweep"] = {
             "id": sweep_id,
-            "rank": row["rank"],
+            "position": row["position"],
             "trials": len(rows),
             "trial_number": row["trial_number"],
             "trial_id": row["trial_id"],
@@ -242,35 +199,112 @@ def export_best(row: dict, rows: list[dict], sweep_id: str, sweep_dir: str, p: P
     return dest
 
 
-def update_latest(cfg: SweepConfig, task: str, adapter: str, sweep_id: str, row: dict) -> str:
-    """<storage_path>/latest/<task>.json names the newest best adapter; locally also a symlink <task>."""
-    pointer = join(cfg.storage_path, "latest", f"{task}.json")
-    write_text(pointer, json.dumps({
-        "task": task,
-        "adapter": adapter if cfg.is_uri else str(Path(adapter).expanduser().resolve()),
-        "sweep_id": sweep_id,
-        "objective": row["objective"],
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
-    if not cfg.is_uri:
-        link = Path(join(cfg.storage_path, "latest", task)).expanduser()
-        tmp = link.with_name(f".{task}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(Path(adapter).expanduser().resolve())
-        tmp.replace(link)  # atomic: a reader sees the old or the new adapter, never none
-    return pointer
+def score(target, examples: list[dict], threads: int) -> list[bool]:
+    """Per-example correctness of an adapter: a Tune checkpoint (a trial's best rung) or a folder/URI."""
+    from sweeps.heldout import score_adapter
+
+    if isinstance(target, str):
+        return score_adapter(target, examples, threads)
+    with target.as_directory() as folder:
+        return score_adapter(str(folder), examples, threads)
 
 
-def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan) -> str | None:
+def remote_scorer(cfg: SweepConfig):
+    """score() as a Ray task with one trial's resources: on a GPU cluster it runs where trials run, not on
+    the CPU head that holds the driver."""
+    import ray
+
+    task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu, max_retries=1)(score)
+    return lambda target, examples: ray.get(task.remote(target, examples, cfg.resources.cpu))
+
+
+def select_winner(ranked: list[dict], cfg: SweepConfig, p: Plan, scorer) -> tuple[dict, dict]:
+    """The top selection.top_k trials re-scored at their best rung on a larger dev slice; the winner has the
+    best lower bound of its accuracy's Wilson interval (ties: higher accuracy, then leaderboard position)."""
+    from sweeps.heldout import wilson
+
+    k, conf = min(cfg.selection.top_k, len(ranked)), cfg.selection.confidence
+    if k < 2 or p.objective.metric not in TASK_METRIC.values():
+        why = ("one trial to choose from" if len(ranked) < 2 else "selection.top_k is 1" if k < 2 else
+               f"the objective is {p.objective.metric}, not an accuracy")
+        return ranked[0], {"rescored": [], "why": f"the leaderboard's first won: {why}"}
+    from shared.data.loaders import load_splits
+
+    examples = load_splits(p.trial.data)["dev"][: cfg.selection.examples]
+    rescored = []
+    for row in ranked[:k]:
+        checkpoint, _ = best_checkpoint(row["_result"], p.objective.mode)
+        correct = scorer(checkpoint, examples)
+        lo, hi = wilson(sum(correct), len(correct), conf)
+        rescored.append({"trial_number": row["trial_number"], "position": row["position"], "correct": sum(correct),
+                         "n": len(correct), "accuracy": sum(correct) / len(correct), "interval": [lo, hi]})
+    top = max(rescored, key=lambda r: (r["interval"][0], r["accuracy"], -r["position"]))
+    first = rescored[0]
+    why = (f"trial {top['trial_number']}: {top['correct']}/{top['n']} right on {top['n']} dev examples, "
+           f"{conf:.0%} interval [{top['interval'][0]:.3f}, {top['interval'][1]:.3f}], the best lower bound of the "
+           f"top {k} re-scored")
+    if top is not first:
+        why += (f"; the search's first, trial {first['trial_number']}, scored {first['correct']}/{first['n']} "
+                f"(lower bound {first['interval'][0]:.3f}): its lead on the rung slice did not hold")
+    elif all(r["interval"][0] == top["interval"][0] and r["accuracy"] == top["accuracy"] for r in rescored):
+        why += "; all tied, so the search's order decided"
+    winner = next(r for r in ranked if r["position"] == top["position"])
+    return winner, {"rescored": rescored, "examples": len(examples), "confidence": conf, "why": why,
+                    "winner_trial_number": top["trial_number"]}
+
+
+def promote_winner(cfg: SweepConfig, task: str, adapter: str, sweep_id: str, row: dict, scorer) -> dict:
+    """The gate of sweeps/promote.py on the frozen held-out set: latest/<task> moves only if the winner is
+    shown better than what it names (or it names nothing)."""
+    if not cfg.promotion.enabled:
+        return {"action": "skipped", "why": "promotion.enabled is false: latest was left as it was"}
+    from sweeps.heldout import examples_digest, heldout_examples
+    from sweeps.promote import promote
+
+    examples = heldout_examples(adapter, cfg.promotion.split, cfg.promotion.examples)
+    return promote(cfg.storage_path, task, adapter, scorer=scorer, examples=examples,
+                   digest=examples_digest(examples), level=cfg.promotion.level, source=f"sweep {sweep_id}",
+                   extra={"sweep_id": sweep_id, "objective": row["objective"]})
+
+
+def decision_notes(summary: dict) -> str:
+    """report.md's account of the winner and of the promotion."""
+    out = []
+    sel = summary.get("selection")
+    if sel:
+        out.append("## Winner\n")
+        if sel["rescored"]:
+            out.append(f"The top {len(sel['rescored'])} trials re-scored at their best rung on {sel['examples']} dev "
+                       f"examples, with {sel['confidence']:.0%} binomial (Wilson) intervals:\n")
+            out.append("| trial | search position | right | accuracy | interval |\n|---|---|---|---|---|")
+            out.extend(f"| {r['trial_number']} | {r['position']} | {r['correct']}/{r['n']} | {r['accuracy']:.3f} | "
+                       f"[{r['interval'][0]:.3f}, {r['interval'][1]:.3f}] |" for r in sel["rescored"])
+            out.append("")
+        out.append(f"Why: {sel['why']}.\n")
+    prom = summary.get("promotion")
+    if prom:
+        out.append("## Promotion\n")
+        out.append(f"{prom['action']}: {prom['why']}.\n")
+        f = prom.get("figures")
+        if f:
+            out.append(f"Frozen held-out set `{f['heldout_digest']}` ({f['n']} examples): winner {f['candidate_acc']:.3f}, "
+                       f"served {f['current_acc']:.3f}; difference {f['difference']:+.3f}, {f['confidence']:.0%} interval "
+                       f"[{f['interval'][0]:+.3f}, {f['interval'][1]:+.3f}]; exact one-sided paired test p = "
+                       f"{f['p_value']:.3g} at level {f['level']}.\n")
+    return "\n".join(out)
+
+
+def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan, notes: str = "") -> str | None:
     """Leaderboard (CSV + Markdown) and plots, by sweeps/report.py (written by another engineer).
 
     Ranked on sweep/objective, as summarize() ranks, so its #1 is the exported adapter. Returns the path of
     report.md. On a URI the report is written locally, then uploaded."""
     from sweeps import report
 
-    trial_overrides = (shlex.quote(f"{k}={v}") for k, v in report.flatten(cfg.trial.overrides).items())
+    trial_overrides = (shlex.quote(f"{k}={v}") for k, v in flatten(cfg.trial.overrides).items())
     rerun = " ".join(["python -m shared.trial --config", shlex.quote(cfg.trial.config), *trial_overrides])
-    kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps, rerun=rerun)
+    kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps, rerun=rerun,
+                  notes=notes)
     if "://" not in sweep_dir:
         return report.write_report(grid, str(Path(sweep_dir) / "report"), **kwargs)["report_md"]
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
@@ -279,18 +313,31 @@ def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan) -> str | None:
     return join(sweep_dir, "report", "report.md")
 
 
-def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str) -> dict:
+def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, scorer=None) -> dict:
+    """After the search: the winner (re-scored), its adapter exported, the promotion gate, the report and
+    summary.json. scorer: (adapter, examples) -> per-example correctness (default: a Ray task)."""
     rows = summarize(grid, p)
-    ranked = [r for r in rows if r["rank"] is not None]
+    ranked = [r for r in rows if r["position"] is not None]
     summary = {"sweep_id": sweep_id, "objective": {"name": OBJECTIVE, "metric": p.objective.metric,
                                                    "mode": p.objective.mode}, "sweep_folder": sweep_dir}
     if ranked:
-        best = ranked[0]
+        scorer = scorer or remote_scorer(cfg)
+        try:
+            best, summary["selection"] = select_winner(ranked, cfg, p, scorer)
+        except Exception as e:  # noqa: BLE001 -- the trials are trained: never lose them to the re-scoring
+            best, summary["selection"] = ranked[0], {"rescored": [], "why": f"re-scoring failed ({e}); the "
+                                                     "leaderboard's first won"}
         summary["best_adapter"] = export_best(best, rows, sweep_id, sweep_dir, p)
-        summary["latest"] = update_latest(cfg, p.trial.data.task, summary["best_adapter"], sweep_id, best)
+        task = p.trial.data.task
+        try:
+            summary["promotion"] = promote_winner(cfg, task, summary["best_adapter"], sweep_id, best, scorer)
+        except Exception as e:  # noqa: BLE001 -- nor to the gate: latest stays as it was, and says why
+            summary["promotion"] = {"action": "skipped", "why": f"the promotion gate failed ({e}); latest was "
+                                    f"left as it was (promote by hand: python -m sweeps.promote promote ...)"}
+        summary["latest"] = latest_pointer(cfg.storage_path, task)
         _, metrics = best_checkpoint(best["_result"], p.objective.mode)
         summary["best_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and "/" in k}
-    summary["report"] = write_report(grid, sweep_dir, cfg, p)
+    summary["report"] = write_report(grid, sweep_dir, cfg, p, notes=decision_notes(summary))
     summary["trials"] = [{k: v for k, v in r.items() if k != "_result"} for r in rows]
     write_text(join(sweep_dir, "summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
     return summary
@@ -304,7 +351,7 @@ def print_summary(s: dict) -> None:
     for t in s["trials"]:
         obj = "-" if t["objective"] is None else f"{t['objective']:.4f}"
         err = f"  {t['error']}" if t["error"] else ""
-        print(f"  #{t['rank'] or '-':<3} trial {t['trial_number']:<3} {t['state']:<9} steps {t['steps']}  "
+        print(f"  #{t['position'] or '-':<3} trial {t['trial_number']:<3} {t['state']:<9} steps {t['steps']}  "
               f"objective {obj}  {t['sample']}{err}")
     print(f"\nsweep folder: {s['sweep_folder']}")
     if "best_adapter" in s:
@@ -312,6 +359,7 @@ def print_summary(s: dict) -> None:
         print(f"best adapter: {s['best_adapter']}")
         shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(m.items()))
         print("best metrics: " + "  ".join(shown))
+        print(f"promotion: {s['promotion']['action']}: {s['promotion']['why']}")
         print(f"latest: {s['latest']}")
     else:
         print("best adapter: none (no trial reported an objective)")
@@ -369,6 +417,8 @@ def main(argv=None) -> int:
             sweep_id, base = state["sweep_id"], state["trial_base"]
         else:
             cfg = load_sweep(args.config, args.overrides)
+            if not args.check:  # --check validates without the submit environment (the bucket variable)
+                cfg.storage_path = resolve_storage(cfg)
             sweep_id = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
             sweep_dir, base = join(cfg.storage_path, sweep_id), None
             if not cfg.is_uri:
@@ -400,7 +450,7 @@ def main(argv=None) -> int:
 
     ray.init(address=args.address, log_to_driver=True)
     try:
-        check_cluster(cfg, ray.cluster_resources())
+        check_cluster(cfg, ray.cluster_resources(), nodes=sum(1 for n in ray.nodes() if n["Alive"]))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -28,10 +28,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.config import TrialConfig, apply_overrides, validate
+from sweeps.trials import TRIAL_NUMBER
 
 ALPHA_MULTIPLIER = "lora.alpha_multiplier"  # not a trial key: lora.alpha = lora.rank x this
-# The Optuna trial number: names a trial across Tune, Optuna and the leaderboard.
-TRIAL_NUMBER = "trial_number"
 # Keys the sweep sets itself: searching them would break the scheduler (max_t), the resources or the outputs.
 NOT_SEARCHABLE = (
     "train.max_steps", "train.threads", "output", "eval.splits", "eval.max_examples", "data.task",

@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from sweeps.config import OBJECTIVE, SweepConfig, objective
-from sweeps.space import TRIAL_NUMBER, trial_config
+from sweeps.space import trial_config
+from sweeps.trials import TRIAL_NUMBER
 
 
 class WontFit(RuntimeError):
@@ -33,6 +34,7 @@ class WontFit(RuntimeError):
 def train_qlora(config: dict, sweep: dict, base: dict) -> None:
     """The trainable. config: the flat sample from OptunaSearch; sweep: the SweepConfig as data;
     base: the resolved trial tree (both bound with tune.with_parameters, the same for every trial)."""
+    import ray
     from ray import tune
 
     from shared.trial import run_trial
@@ -42,6 +44,7 @@ def train_qlora(config: dict, sweep: dict, base: dict) -> None:
     obj = objective(cfg, trial)
     number = config.get(TRIAL_NUMBER)
     ctx = tune.get_context()
+    node_id = ray.get_runtime_context().get_node_id()
     attempt = count_attempt(Path(ctx.get_trial_dir()))
     estimated_gb = refuse_if_it_cannot_fit(trial)
     print(f"trial {number} ({ctx.get_trial_id()}), attempt {attempt}: {config}", flush=True)
@@ -56,6 +59,7 @@ def train_qlora(config: dict, sweep: dict, base: dict) -> None:
                 if isinstance(v, int | float) and not isinstance(v, bool) and k not in out}
         out["trial/attempt"] = attempt
         out["trial/number"] = number if number is not None else -1
+        out["trial/node_id"] = node_id  # which node of the cluster ran it (summary.json's node_id)
         if estimated_gb is not None:
             out["gpu/estimated_peak_gb"] = estimated_gb
             out["gpu/peak_memory_gb"] = _gpu_peak_gb()

@@ -1,4 +1,4 @@
-"""The sweep report on synthetic trials (no Ray): ranking, statuses, the fallback metric, importances, and
+"""The sweep report on synthetic trials (no Ray): ranking, states, the fallback metric, importances, and
 that every plot is a real PNG. One slow test runs a toy Tune sweep (ASHA + Optuna, a few-ms objective)
 and reports on it from the ResultGrid and from the experiment folder."""
 
@@ -13,16 +13,13 @@ import pandas as pd
 import pytest
 
 from sweeps.report import (
-    ERROR,
-    STOPPED_EARLY,
-    TERMINATED,
     TrialRecord,
-    flatten,
     leaderboard,
     param_importances,
     swept_params,
     write_report,
 )
+from sweeps.trials import FAILED, FINISHED, STOPPED, flatten
 
 OBJ = "eval/sql_exec_acc"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,8 +56,8 @@ def records():
 def test_leaderboard_ranks_best_first_and_failed_last(records):
     rows = leaderboard(records, OBJ, "max")
     assert [r["trial_id"] for r in rows] == ["abc_00001", "abc_00000", "abc_00002", "abc_00003", "abc_00004"]
-    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
-    assert [r["status"] for r in rows] == [TERMINATED, TERMINATED, STOPPED_EARLY, ERROR, ERROR]
+    assert [r["position"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["state"] for r in rows] == [FINISHED, FINISHED, STOPPED, FAILED, FAILED]
     top = rows[0]
     assert (top[f"{OBJ} best"], top[f"{OBJ} last"], top["eval/loss"], top["steps"]) == (0.5, 0.45, 1.55, 40)
     assert top["wall_s"] == 20.0
@@ -83,11 +80,11 @@ def test_min_mode_reverses_the_order(records):
 
 def test_step_budget_from_config_or_argument(records):
     rows = leaderboard(records[:3], OBJ, "max", max_steps=100)
-    assert {r["status"] for r in rows} == {STOPPED_EARLY}
+    assert {r["state"] for r in rows} == {STOPPED}
     sampled = [TrialRecord("t0", {"train.max_steps": 10}, history([10], [0.1])),
                TrialRecord("t1", {"train.max_steps": 40}, history([10, 20], [0.1, 0.2]))]
-    assert [r["status"] for r in sorted(leaderboard(sampled, OBJ, "max"), key=lambda r: r["trial_id"])] == [
-        TERMINATED, STOPPED_EARLY]
+    assert [r["state"] for r in sorted(leaderboard(sampled, OBJ, "max"), key=lambda r: r["trial_id"])] == [
+        FINISHED, STOPPED]
 
 
 def test_swept_params_and_flatten():
@@ -138,7 +135,7 @@ def test_importances_fall_back_with_under_three_trials(records):
 def test_write_report_files_and_return(records, tmp_path):
     out = write_report(records, tmp_path / "rep", OBJ, "max")
     assert out["objective"] == OBJ and out["num_trials"] == 5
-    assert out["status_counts"] == {TERMINATED: 2, STOPPED_EARLY: 1, ERROR: 2}
+    assert out["state_counts"] == {FINISHED: 2, STOPPED: 1, FAILED: 2}
     best = out["best"]
     assert best["trial_id"] == "abc_00001" and best["value"] == 0.5
     assert best["config"]["lora.rank"] == 32
@@ -228,11 +225,11 @@ def test_report_of_a_toy_tune_sweep(tmp_path):
     assert out["num_trials"] == again["num_trials"] == 6
     assert out["best"]["trial_id"] == again["best"]["trial_id"] == grid.get_best_result(scope="all").metrics["trial_id"]
     assert {"lora.rank", "lora.alpha", "train.learning_rate"} <= set(out["best"]["config"])
-    assert set(out["status_counts"]) <= {TERMINATED, STOPPED_EARLY, ERROR}
-    assert out["status_counts"].get(TERMINATED, 0) >= 1
+    assert set(out["state_counts"]) <= {FINISHED, STOPPED, FAILED}
+    assert out["state_counts"].get(FINISHED, 0) >= 1
     rows = list(csv.DictReader(open(again["leaderboard_csv"])))
     crashed = [r for r in rows if float(r["train.learning_rate"]) < TOY_CRASH_BELOW_LR]
-    assert [r["status"] for r in rows if r["status"] == ERROR] == [ERROR] * len(crashed)
+    assert [r["state"] for r in rows if r["state"] == FAILED] == [FAILED] * len(crashed)
     for r in crashed:  # no report, yet its sample comes from the experiment state
         assert r["lora.rank"] and r["error"] == "ValueError: toy crash: learning rate too small"
     assert {"history", "curves", "params"} <= set(out["plots"])

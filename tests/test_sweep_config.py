@@ -230,20 +230,18 @@ def test_summary_ranks_by_objective_with_failures_last():
                       result(3, [0.01, 0.06, 0.03, 0.04]), result(4, [0.01, 0.06])], p)
     # ranked on the best value reached (ASHA's numbers), ties by the last value: 3 and 4 both reached 0.06
     assert [r["trial_number"] for r in rows] == [1, 4, 3, 0, 2]
-    assert [r["rank"] for r in rows] == [1, 2, 3, 4, None]
+    assert [r["position"] for r in rows] == [1, 2, 3, 4, None]
     assert [r["state"] for r in rows] == ["stopped", "stopped", "finished", "finished", "failed"]
     assert rows[0]["objective"] == 0.5 and rows[0]["sample"] == {"lora.rank": 8}
 
 
 def test_trial_states_for_the_metrics():
-    from sweeps.metrics import trial_state
+    from sweeps.trials import trial_state
 
-    def t(status, steps=None):
-        return SimpleNamespace(status=status, last_result={} if steps is None else {"train/steps": steps})
-
-    assert [trial_state(t("TERMINATED", 24), 24), trial_state(t("TERMINATED", 6), 24), trial_state(t("ERROR", 6), 24),
-            trial_state(t("RUNNING", 6), 24), trial_state(t("PENDING"), 24)] == \
-        ["finished", "stopped", "failed", "running", "pending"]
+    assert [trial_state("TERMINATED", 24, 24), trial_state("TERMINATED", 6, 24), trial_state("ERROR", 6, 24),
+            trial_state("RUNNING", 6, 24), trial_state("PENDING", None, 24), trial_state("TERMINATED", None, 24),
+            trial_state(None, 24, 24, failed=True)] == \
+        ["finished", "stopped", "failed", "running", "pending", "no_result", "failed"]
 
 
 def test_run_help_and_a_bad_config_fail_fast_without_ray():
@@ -262,7 +260,7 @@ def test_run_help_and_a_bad_config_fail_fast_without_ray():
 
 
 def test_storage_helpers_work_the_same_on_a_path_and_a_uri(tmp_path):
-    from sweeps.run import join, put_dir, read_text, write_text
+    from shared.storage import join, put_dir, read_text, write_text
 
     src = tmp_path / "adapter"
     (src / "sub").mkdir(parents=True)
@@ -275,3 +273,64 @@ def test_storage_helpers_work_the_same_on_a_path_and_a_uri(tmp_path):
         put_dir(src, join(root, "best_adapter"))  # replacing works
         local = Path(join(root, "best_adapter").removeprefix("file://"))
         assert (local / "sub" / "w.bin").read_bytes() == b"\0\1" and (local / "card.json").is_file()
+
+
+def test_a_local_storage_path_is_refused_on_a_cluster_of_several_nodes():
+    from sweeps.config import check_cluster
+
+    cluster = {"CPU": 4.0, "GPU": 0.0}
+    local = load_sweep(SMOKE)
+    check_cluster(local, cluster, nodes=1)  # one node: a local folder is fine
+    with pytest.raises(ConfigError, match=r"storage_path: '~/qlora-sweeps' .* 2 nodes .*s3://"):
+        check_cluster(local, cluster, nodes=2)
+    check_cluster(load_sweep(SMOKE, ["storage_path=s3://b/sweeps"]), cluster, nodes=2)
+    check_cluster(load_sweep(SMOKE, ["storage_shared=true"]), cluster, nodes=2)  # an NFS folder, declared
+    with pytest.raises(ConfigError, match="storage_path"):
+        check_cluster(load_sweep(SMOKE, ["storage_path=file:///tmp/x", "resources.check_cluster=false"]), cluster, 3)
+
+
+def test_the_gpu_presets_store_to_a_bucket_named_by_the_environment():
+    from sweeps.config import resolve_storage
+
+    for name in ("sql", "code"):
+        cfg = load_sweep(REPO / f"configs/sweeps/{name}.yaml")
+        assert cfg.storage_path.startswith("s3://")
+        assert resolve_storage(cfg, {"QLORA_SWEEP_BUCKET": "b1"}) == "s3://b1/qlora-sweeps"
+        with pytest.raises(ConfigError, match="storage_path: .* needs the environment variable QLORA_SWEEP_BUCKET"):
+            resolve_storage(cfg, {})
+
+
+def test_the_winner_has_the_best_lower_bound_after_rescoring():
+    """The search's first led on a 16-example slice; re-scored on 200 examples the second holds up better."""
+    from sweeps.run import decision_notes, select_winner, summarize
+
+    cfg = load_sweep(SMOKE, ["selection.top_k=3", "selection.examples=200"])
+    p = SimpleNamespace(trial=SimpleNamespace(train=SimpleNamespace(max_steps=24), data=plan(cfg).trial.data),
+                        objective=Objective("eval/sql_exec_acc", "max", True, 16))
+
+    def result(n, objectives):
+        history = pd.DataFrame({OBJECTIVE: objectives, "train/steps": [6 * (i + 1) for i in range(len(objectives))]})
+        ckpt = f"ckpt-{n}"
+        return SimpleNamespace(metrics={"train/steps": 24, OBJECTIVE: objectives[-1], "trial_id": f"id{n}"},
+                               config={"trial_number": n}, error=None, path=f"/x/trial-{n}", metrics_dataframe=history,
+                               best_checkpoints=[(ckpt, {OBJECTIVE: max(objectives)})], checkpoint=ckpt)
+
+    right = {"ckpt-0": 40, "ckpt-1": 70, "ckpt-2": 10}  # of 200, on the larger slice
+    seen = []
+
+    def scorer(checkpoint, examples):
+        seen.append(len(examples))
+        return [i < right[checkpoint] for i in range(len(examples))]
+
+    ranked = summarize([result(0, [0.3, 0.5]), result(1, [0.2, 0.45]), result(2, [0.1, 0.2])], p)
+    winner, sel = select_winner(ranked, cfg, p, scorer)
+    assert [r["trial_number"] for r in ranked] == [0, 1, 2] and seen == [200, 200, 200]
+    assert winner["trial_number"] == 1 and sel["winner_trial_number"] == 1
+    assert [r["correct"] for r in sel["rescored"]] == [40, 70, 10]
+    assert all(r["interval"][0] < r["accuracy"] < r["interval"][1] for r in sel["rescored"])
+    assert "did not hold" in sel["why"] and "trial 0" in sel["why"]
+    notes = decision_notes({"selection": sel})
+    assert "| 1 | 2 | 70/200 | 0.350 |" in notes and "Wilson" in notes
+
+    single, why = select_winner(ranked, load_sweep(SMOKE, ["selection.top_k=1"]), p, scorer)
+    assert single is ranked[0] and "top_k is 1" in why["why"] and len(seen) == 3

@@ -89,12 +89,12 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
     assert stopped and all(t["steps"] in (6, 12) for t in stopped), [(t["state"], t["steps"]) for t in others]
     assert any(t["state"] == "finished" and t["steps"] == 24 for t in others)
 
-    # the best adapter: exported with the sweep id and its rank, loadable by path, and it generates
+    # the best adapter: exported with the sweep id and its leaderboard position, loadable by path, and it generates
     best = Path(last["best adapter"])
     assert best == sweep / "best_adapter" and Path(summary["best_adapter"]) == best
     card = json.loads((best / "card.json").read_text())
-    assert card["sweep"]["id"] == sweep.name and card["sweep"]["rank"] == 1 and card["sweep"]["trials"] == 5
-    ranked_first = min((t for t in summary["trials"] if t["rank"]), key=lambda t: t["rank"])
+    assert card["sweep"]["id"] == sweep.name and card["sweep"]["position"] == 1 and card["sweep"]["trials"] == 5
+    ranked_first = min((t for t in summary["trials"] if t["position"]), key=lambda t: t["position"])
     assert card["sweep"]["trial_number"] == ranked_first["trial_number"]
     assert card["config"]["lora"]["rank"] == card["sweep"]["sample"]["lora.rank"]
     from shared.artifacts import load_adapter
