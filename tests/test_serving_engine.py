@@ -37,9 +37,12 @@ def two_adapters(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
+    """float32 compute: in bfloat16 a mixed-adapter batch (PEFT's per-row split) and a one-adapter batch
+    round differently, which flipped near ties of the 40x adapter's text in about half the runs."""
     from serving.engine import Engine
+    from shared.config import QuantizationConfig
 
-    return Engine(str(tiny_model_dir), threads=2)
+    return Engine(str(tiny_model_dir), QuantizationConfig(compute_dtype="float32"), threads=2)
 
 
 def test_a_mixed_batch_gives_each_row_its_own_adapters_output(engine, two_adapters):
@@ -331,10 +334,12 @@ def _many_prompts(engine, n: int) -> list[str]:
 
 def test_a_poisoned_row_fails_alone_and_the_15_others_in_its_batch_answer(micro, tmp_path, monkeypatch):
     """Two poisoned rows in one batch with 15 others: an adapter whose weights are NaN (every logit of its
-    row is NaN) and a seed torch cannot take. Each of the 15 gets the text it gets alone, one of them with
-    a temperature too small for float32 (1/t overflows: greedy); the two fail, each with its own error.
-    SDPA throughout (in float32 a row's text is then the same alone and in any batch; the CPU's eager
-    attention for big decoding steps rounds otherwise, which can flip a near tie)."""
+    row is NaN) and a seed torch cannot take. The two fail, each with its own error; the 15 answer, one of
+    them with a temperature too small for float32 (1/t overflows: greedy). Against the same batch with two
+    healthy rows in the poisoned rows' places (another adapter, a sampled row; each leaving after its first
+    token, as the poisoned rows leave): every logit of the 15 is finite at every step, and their prefill
+    logits are the healthy batch's, so nothing of a poisoned row leaked into theirs. (Texts are not
+    compared: this barely trained adapter has near ties that float32 can flip from run to run.)"""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -348,27 +353,37 @@ def test_a_poisoned_row_fails_alone_and_the_15_others_in_its_batch_answer(micro,
     micro.add_adapter("nan", nan)
     monkeypatch.setattr(micro, "_eager_decode", False)
     prompts = _many_prompts(micro, 15)
-    alone = [micro.generate([Job("m1", p, 8)])[0].text for p in prompts]
-    steps: list[int] = []
-    micro.on_step, micro.max_batch_size = steps.append, 17
+
+    def one_batch(first: list[Job], last: Job) -> list:
+        steps: list[int] = []
+        micro.on_step, micro.max_batch_size = steps.append, 17
+        try:
+            with _Logits(micro) as rec:
+                with micro._cv:  # the loop thread takes none of them before all 17 are queued: one batch
+                    tickets = [micro.submit(j) for j in [*first, *(Job("m1", p, 8) for p in prompts[:14]), last]]
+                for t in tickets:
+                    assert t._done.wait(120)
+        finally:
+            micro.on_step, micro.max_batch_size = None, 16
+        assert steps[0] == 17, steps  # they did share a batch
+        return tickets, [rec.of(t) for t in tickets[2:]]
+
     try:
-        with micro._cv:  # the loop thread takes none of them before all 17 are queued: one batch
-            tickets = [micro.submit(Job("nan", prompts[0], 8)),
-                       micro.submit(Job("m1", prompts[1], 8, temperature=1.0, seed=2**70)),
-                       *(micro.submit(Job("m1", p, 8)) for p in prompts[:14])]
-            tiny = micro.submit(Job("m1", prompts[14], 8, temperature=5e-324))
-        for t in [*tickets, tiny]:
-            assert t._done.wait(120)
+        healthy, healthy_logits = one_batch([Job("m2", prompts[0], 1), Job("m1", prompts[1], 1, temperature=1.0, seed=3)],
+                            Job("m1", prompts[14], 8))
+        poisoned, poisoned_logits = one_batch([Job("nan", prompts[0], 8), Job("m1", prompts[1], 8, temperature=1.0, seed=2**70)],
+                             Job("m1", prompts[14], 8, temperature=5e-324))
     finally:
-        micro.on_step, micro.max_batch_size = None, 16
         micro.remove_adapter("nan")
-    assert steps[0] == 17, steps  # they did share a batch
     with pytest.raises(FloatingPointError, match="NaN"):
-        tickets[0].result()
+        poisoned[0].result()
     with pytest.raises(ValueError, match="seed"):
-        tickets[1].result()
-    assert [t.result().text for t in tickets[2:]] == alone[:14]
-    assert tiny.result().text == alone[14]  # greedy
+        poisoned[1].result()
+    assert all(t.result().completion_tokens > 0 for t in poisoned[2:])
+    for ours, theirs in zip(poisoned_logits, healthy_logits, strict=True):
+        assert bool(torch.isfinite(ours).all())
+        # float32, the same batch shape: sums in another order at most (~5e-3 seen, as in the joining test)
+        torch.testing.assert_close(ours[0], theirs[0], atol=2e-2, rtol=0)
     assert not micro._pins
 
 
