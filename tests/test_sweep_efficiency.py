@@ -5,6 +5,7 @@ asserts what is printed, never a timing (STYLE.md)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,8 @@ def test_smoke_run_prints_every_method(tiny_model_dir, tmp_path):
     for method in ("grid", "asha-tpe", "random", "optuna"):
         assert (tmp_path / "runs" / method / "report" / "leaderboard.csv").is_file()
     table = run.stdout[run.stdout.rindex("\nmethod "):]  # Tune's own progress goes to stdout before it
-    for method in results:
-        assert table.count(f"\n{method} ") == 1, table
+    for method in results:  # one table row each: the name, then its trial count (verdict lines follow the table)
+        assert len(re.findall(rf"^{re.escape(method)} +\d+ ", table, re.MULTILINE)) == 1, table
 
 
 def test_a_gap_of_exactly_the_goal_is_met(capsys):
