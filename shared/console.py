@@ -1,8 +1,9 @@
 """Known harmless warnings of the pinned stack, silenced at their source, each by its exact message.
 
 Every other warning still shows. Each entry says why it is harmless; when a pin moves, check it still is.
-install() is idempotent and runs before the first model load of a process (shared.models), so trials in Ray
-workers, `python -m shared.trial` and the Serve replicas print the same clean console.
+install() is idempotent and runs when the `shared` package is first imported, before anything imports
+bitsandbytes (peft imports it too), so trials in Ray workers, scoring tasks, `python -m shared.trial` and the
+Serve replicas print the same clean console.
 """
 
 from __future__ import annotations

@@ -80,10 +80,6 @@ def load_base(m: ModelConfig, q: QuantizationConfig):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from shared.console import install as quiet_known_warnings
-
-    quiet_known_warnings()  # before bitsandbytes is first imported (its warning comes at import)
-
     kwargs = dict(revision=m.revision, trust_remote_code=m.trust_remote_code, device_map={"": device()})
     if q.mode == "4bit":
         kwargs["quantization_config"] = bnb_config(q)

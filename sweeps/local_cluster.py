@@ -6,8 +6,8 @@
 fails with "No available agent to submit job". This waits for both ports. Token authentication stays on: the
 token is made first if none exists (~/.ray/auth_token, mode 600; shared/ray_local.py says where Ray looks),
 since `ray start` does not make one. Every Ray service listens on 127.0.0.1 only (single-node local Ray,
-shared/ray_local.py): LOOPBACK_EXCEPTIONS lists the ports allowed elsewhere, none today, and a test holds
-the cluster to it.
+shared/ray_local.py) but Serve replicas' gRPC servers: LOOPBACK_EXCEPTIONS lists them, and tests hold the
+cluster to it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,13 @@ from pathlib import Path
 
 from shared.ray_local import RayAuthError, ensure_token, loopback_env
 
-# Listening ports of the local default allowed on an address other than loopback, by process name.
-# Empty: with the loopback switch every Ray process binds 127.0.0.1 (Ray 2.60, `ss -ltnp` after `make demo`).
-LOOPBACK_EXCEPTIONS: dict[str, str] = {}
+# Listening ports of the local default allowed on an address other than loopback, by process name, and why.
+# With the loopback switch every Ray process binds 127.0.0.1 (Ray 2.60, `ss -ltnp` after `make demo`) but this.
+LOOPBACK_EXCEPTIONS: dict[str, str] = {
+    "ray::ServeReplica": "each Serve replica's inter-deployment gRPC server, on [::] and a random port: Ray Serve "
+                        "2.60 hard-codes the address (ray/serve/_private/replica.py); Ray's token interceptor "
+                        "guards it",
+}
 
 
 def ray_start_args(dashboard_port: int, agent_port: int, **options: int | str) -> list[str]:

@@ -44,6 +44,51 @@ def _session_pids(sid: int, marker: str) -> list[int]:
     return pids
 
 
+def cluster_pids(temp: str, gcs: str) -> list[int]:
+    """Every process of one cluster: those naming its temp folder or its GCS address (the client server names
+    only the latter), and all their descendants (the raylet's agents, workers and Serve replicas)."""
+    import psutil
+
+    roots = set(_session_pids(-1, temp)) | set(_session_pids(-1, f"--address={gcs} "))
+    found = set()
+    for pid in roots:
+        try:
+            found |= {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(found)
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of these processes."""
+    import psutil
+
+    found = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            found += [(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="tcp")
+                      if c.status == psutil.CONN_LISTEN]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def beyond_loopback(sockets: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """The sockets on an address other than loopback whose process is not a documented exception
+    (sweeps.local_cluster.LOOPBACK_EXCEPTIONS; /proc shows a process name cut to 15 characters)."""
+    import ipaddress
+
+    from sweeps.local_cluster import LOOPBACK_EXCEPTIONS
+
+    def loopback(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+    return [(name, ip, port) for name, ip, port in sockets
+            if not loopback(ip) and not any(name == k[:15] for k in LOOPBACK_EXCEPTIONS)]
+
+
 @contextlib.contextmanager
 def local_cluster(num_cpus: int = 2, **extra):
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars

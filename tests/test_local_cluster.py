@@ -4,7 +4,6 @@ list of exceptions, `sweeps.local_cluster.LOOPBACK_EXCEPTIONS`)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 import subprocess
@@ -13,12 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from raycluster import RAY, _free_port, _session_pids
+from raycluster import RAY, _free_port, beyond_loopback, cluster_pids, listening_sockets
 
 from shared.ray_local import RayAuthError, ensure_token, token_path
-from sweeps.local_cluster import LOOPBACK_EXCEPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,38 +66,6 @@ def test_authentication_is_never_turned_off(empty_home, monkeypatch):
     assert not (empty_home / ".ray").exists()
 
 
-def _cluster_pids(temp: str, gcs_port: int) -> list[int]:
-    """Every process of this cluster: those naming its temp folder or its GCS address (the client server
-    names only the latter), and all their descendants (the raylet's agents and workers)."""
-    roots = set(_session_pids(-1, temp)) | set(_session_pids(-1, f"--address=127.0.0.1:{gcs_port} "))
-    found = set()
-    for pid in roots:
-        try:
-            found |= {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
-        except psutil.NoSuchProcess:
-            pass
-    return sorted(found)
-
-
-def _listening(pids: list[int]) -> list[tuple[str, str, int]]:
-    """(process name, address, port) of every listening TCP socket of these processes."""
-    found = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            for conn in proc.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN:
-                    found.append((proc.name(), conn.laddr.ip, conn.laddr.port))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
-def _loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
-
-
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_job(empty_home):
@@ -132,15 +97,14 @@ def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_jo
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0  # a wrong token is refused: authentication is on
 
-        sockets = _listening(_cluster_pids(temp, gcs))
+        sockets = listening_sockets(cluster_pids(temp, f"127.0.0.1:{gcs}"))
         ports = {port for _, _, port in sockets}
         assert {gcs, dashboard} <= ports and len(sockets) >= 5, sockets  # GCS, raylet, dashboard, agent, client
-        outside = [(name, ip, port) for name, ip, port in sockets
-                   if not _loopback(ip) and name not in LOOPBACK_EXCEPTIONS]
-        assert not outside, f"listening beyond loopback: {outside}"
+        assert not any(ip not in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in sockets), sockets  # no Serve here
+        assert not beyond_loopback(sockets)
     finally:
         for sig in ("TERM", "KILL"):
-            for pid in _cluster_pids(temp, gcs):
+            for pid in cluster_pids(temp, f"127.0.0.1:{gcs}"):
                 subprocess.run(["kill", f"-{sig}", str(pid)], capture_output=True)
             time.sleep(2)
         subprocess.run(["rm", "-rf", temp])

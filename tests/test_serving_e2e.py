@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from raycluster import RAY, _free_port, local_cluster
+from raycluster import RAY, _free_port, beyond_loopback, cluster_pids, listening_sockets, local_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -436,3 +436,12 @@ def test_the_official_openai_client_talks_to_it(served):
         client.completions.create(model="sql", prompt="x", max_tokens=2, logprobs=2)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=served["url"] + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_the_served_cluster_listens_beyond_loopback_only_where_the_readme_says(served):
+    """The local default with the app deployed: the Serve proxy on 127.0.0.1, and nothing beyond loopback but
+    the documented exceptions (sweeps.local_cluster.LOOPBACK_EXCEPTIONS: the replicas' gRPC servers)."""
+    sockets = listening_sockets(cluster_pids(served["temp"], served["gcs"]))
+    proxy_port = int(served["url"].rsplit(":", 1)[1])
+    assert [ip for _, ip, port in sockets if port == proxy_port] == ["127.0.0.1"], sockets
+    assert not beyond_loopback(sockets), beyond_loopback(sockets)
