@@ -76,7 +76,8 @@ def listening_sockets(pids: list[int]) -> list[tuple[str, str, int]]:
 
 def beyond_loopback(sockets: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """The sockets on an address other than loopback whose process is not a documented exception
-    (sweeps.local_cluster.LOOPBACK_EXCEPTIONS; /proc shows a process name cut to 15 characters)."""
+    (sweeps.local_cluster.LOOPBACK_EXCEPTIONS), by name prefix: a Serve replica is
+    `ray::ServeReplica:<app>:<deployment>`, or its first 15 characters where only /proc/<pid>/comm is read."""
     import ipaddress
 
     from sweeps.local_cluster import LOOPBACK_EXCEPTIONS
@@ -86,7 +87,7 @@ def beyond_loopback(sockets: list[tuple[str, str, int]]) -> list[tuple[str, str,
         return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
 
     return [(name, ip, port) for name, ip, port in sockets
-            if not loopback(ip) and not any(name == k[:15] for k in LOOPBACK_EXCEPTIONS)]
+            if not loopback(ip) and not any(name.startswith(k[:15]) for k in LOOPBACK_EXCEPTIONS)]
 
 
 @contextlib.contextmanager
