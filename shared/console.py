@@ -22,15 +22,15 @@ BNB_NO_KERNELS = ("bitsandbytes.backends.cpu.ops",
 TRANSFORMERS_GC_ALIAS = (FutureWarning, "`is_gradient_checkpointing` is deprecated and will be removed in v6. "
                                         "Use `is_activation_checkpointing` instead.")
 
-_installed = False
+def _not_bnb_no_kernels(record: logging.LogRecord) -> bool:
+    return record.msg != BNB_NO_KERNELS[1]
 
 
 def install() -> None:
-    global _installed
-    if _installed:
-        return
-    name, message = BNB_NO_KERNELS
-    logging.getLogger(name).addFilter(lambda record: record.msg != message)
+    """Idempotent by content, not by a flag: a caller that saved and restored the warnings filters (pytest does,
+    around every test) may have dropped ours since; installing again puts the filter back, once."""
+    logger = logging.getLogger(BNB_NO_KERNELS[0])
+    if _not_bnb_no_kernels not in logger.filters:
+        logger.addFilter(_not_bnb_no_kernels)
     category, text = TRANSFORMERS_GC_ALIAS
-    warnings.filterwarnings("ignore", message=re.escape(text) + r"\Z", category=category)
-    _installed = True
+    warnings.filterwarnings("ignore", message=re.escape(text) + r"\Z", category=category)  # replaces a duplicate

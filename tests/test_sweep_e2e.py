@@ -36,8 +36,9 @@ def cluster(tiny_model_dir):
         yield info
 
 
-def _sweep_args(cluster, *extra) -> list[str]:
-    return [SMOKE, f"storage_path={cluster['storage']}", f"trial.overrides.model.name_or_path={cluster['model']}", *extra]
+def _sweep_args(cluster, *extra, storage=None) -> list[str]:
+    storage = storage or cluster["storage"]
+    return [SMOKE, f"storage_path={storage}", f"trial.overrides.model.name_or_path={cluster['model']}", *extra]
 
 
 def _last_lines(text: str) -> dict[str, str]:
@@ -51,9 +52,12 @@ def _last_lines(text: str) -> dict[str, str]:
 
 
 def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapter(cluster):
+    # A storage of its own: nothing is served there yet, so the winner is promoted whatever the module's other
+    # sweeps left (a better adapter in a shared storage is kept by the promotion gate, as it should be).
+    storage = Path(cluster["storage"]) / "job-sweep"
     cmd = [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), "--",
            sys.executable, "-m", "sweeps.run", "--config",
-           *_sweep_args(cluster, "search.num_trials=5", "fault.crash_trial=1", "fault.crash_at_step=6")]
+           *_sweep_args(cluster, "search.num_trials=5", "fault.crash_trial=1", "fault.crash_at_step=6", storage=storage)]
     job = subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            cwd=REPO)
     scraped = []  # the sweep's own metrics, read from the cluster's Prometheus endpoint while the job runs
@@ -74,7 +78,7 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
     assert "Trial status" in out  # Tune's live trial table, in the job's logs
     last = _last_lines(out)
     sweep = Path(last["sweep folder"])
-    assert sweep.parent == Path(cluster["storage"]) and sweep.is_dir()
+    assert sweep.parent == storage and sweep.is_dir()
     summary = json.loads((sweep / "summary.json").read_text())
     trials = {t["trial_number"]: t for t in summary["trials"]}
     assert sorted(trials) == [0, 1, 2, 3, 4]
@@ -104,9 +108,10 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
     texts = generate(model, tokenizer, ["tables: t(a)\nQ: how many rows?\nSQL:"], max_new_tokens=8, batch_size=1)
     assert len(texts) == 1 and isinstance(texts[0], str)
 
-    latest = json.loads((Path(cluster["storage"]) / "latest" / "sql.json").read_text())
+    assert summary["promotion"]["action"] == "promoted", summary["promotion"]
+    latest = json.loads((storage / "latest" / "sql.json").read_text())
     assert Path(latest["adapter"]) == best and latest["sweep_id"] == sweep.name
-    assert (Path(cluster["storage"]) / "latest" / "sql").resolve() == best.resolve()
+    assert (storage / "latest" / "sql").resolve() == best.resolve()
     assert Path(last["report"]).is_file() and (sweep / "report" / "leaderboard.csv").is_file()
 
     peak: dict[str, float] = {}  # the highest count seen per state while the job ran
