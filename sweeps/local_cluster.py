@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from shared.ray_local import RayAuthError, ensure_token, loopback_env
+from shared import ray_local
+from shared.ray_local import loopback_env
 
 # Listening ports of the local default allowed on an address other than loopback, by process name, and why.
 # With the loopback switch every Ray process binds 127.0.0.1 (Ray 2.60, `ss -ltnp` after `make demo`) but this.
@@ -65,12 +66,8 @@ def main(argv=None) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             args.agent_port = sock.getsockname()[1]
-    try:
-        token = ensure_token()
-    except RayAuthError as e:
-        print(f"error: {e}", file=sys.stderr)
+    if ray_local.main():  # the token, made if none exists; says where it is, or why it cannot be
         return 2
-    print("Ray token: from RAY_AUTH_TOKEN" if token is None else f"Ray token: {token} (mode 600)")
     env = loopback_env()
     extra = {"temp_dir": args.temp_dir} if args.temp_dir else {}
     cmd = [str(Path(sys.executable).with_name("ray")),
