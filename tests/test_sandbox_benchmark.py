@@ -26,4 +26,9 @@ def test_the_benchmark_scores_canonical_solutions_on_both_sides(tmp_path):
         assert line.rstrip().endswith("x"), line
     result = json.loads(out.read_text())
     assert result["problems"] == 4 and result["disagreements"] == []
-    assert len(result["seconds"]["ours"]) == len(result["seconds"]["check_correctness"]) == 4
+    sides = ("ours, spare ready", "ours, cold start", "check_correctness")
+    assert [len(result["seconds"][side]) for side in sides] == [4, 4, 4]
+    assert set(result["back_to_back_s"]) == {"ours", "check_correctness"}
+    assert all(seconds > 0 for seconds in result["back_to_back_s"].values())
+    goals = [line for line in run.stdout.splitlines() if line.startswith("goal:")]
+    assert len(goals) == 2 and all(line.endswith(("met", "NOT met")) for line in goals), goals

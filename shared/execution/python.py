@@ -70,7 +70,7 @@ from pathlib import Path
 from shared.execution.boundary import BoundaryUnavailable, bwrap_argv, check_boundary, python_for, seccomp_program
 from shared.execution.judge import pack, unpack
 
-__all__ = ["BoundaryUnavailable", "PyResult", "run_tests"]
+__all__ = ["BoundaryUnavailable", "PyResult", "drop_spares", "run_tests", "settle_pool"]
 
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody / nogroup
 OUTPUT_TAIL_BYTES = 2048
@@ -261,6 +261,22 @@ def _refill_pool(python: str, uid: int | None, config: str, opted_out: bool) -> 
     with _POOL_LOCK:
         spare, _POOL[key] = _POOL.get(key), spare
     if spare is not None:
+        spare.close()
+
+
+def settle_pool() -> None:
+    """Waits until the pool's thread has started the spare it was asked for, so that a measurement taken
+    next does not share the CPU with that start (benchmarks/sandbox.py)."""
+    _refiller().submit(lambda: None).result()
+
+
+def drop_spares() -> None:
+    """Closes the pool's started sandboxes, so that the next run starts its own (a cold start)."""
+    settle_pool()
+    with _POOL_LOCK:
+        spares = list(_POOL.values())
+        _POOL.clear()
+    for spare in spares:
         spare.close()
 
 
