@@ -107,7 +107,7 @@ def machine() -> dict:
 
 
 def micro_specs(args, threads: int) -> tuple[list[dict], dict]:
-    """The micro cases, validated before anything runs. A float32 compute dtype (a CPU without AVX512)
+    """The micro cases, validated before anything runs. A float32 compute dtype ("auto" on a CPU without AMX)
     is raised to bfloat16, so that the 16-bit case really is 16-bit."""
     from shared.config import ModelConfig, load_config
     from shared.models import compute_dtype, resolve_path

@@ -39,7 +39,7 @@ class QuantizationConfig(_Section):
     mode: Literal["4bit", "16bit"] = "4bit"
     quant_type: Literal["nf4", "fp4"] = "nf4"  # NF4 is information-theoretically optimal for normal weights
     double_quant: bool = True  # quantizes the quantization constants too: ~0.37 bit/param saved
-    # "auto": bfloat16 where the device supports it (Ampere+ GPUs, AVX512-BF16 CPUs), else float32.
+    # "auto": bfloat16 where the device runs it faster (Ampere+ GPUs, AMX CPUs), else float32.
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 

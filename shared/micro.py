@@ -148,7 +148,8 @@ def pack_rows(tokenizer, docs: list[str], seq_len: int):
 
 
 def pretrain(model, rows, *, steps: int, batch_size: int, lr: float, max_time_s: float | None, seed: int, log):
-    """AdamW + warmup/cosine, bf16 autocast (1.6 steps/s against 0.9 in fp32 on AVX512-BF16 CPUs)."""
+    """AdamW + warmup/cosine, bf16 autocast (1.6 steps/s against 0.9 in fp32 on the AMX CPU the committed
+    build ran on; without AMX bf16 is the slower one, see shared.models.compute_dtype)."""
     import torch
 
     torch.manual_seed(seed)
