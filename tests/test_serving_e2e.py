@@ -327,6 +327,60 @@ def test_a_new_latest_adapter_is_picked_up_with_no_failed_request(served):
     assert _generator_pids(served) == pids  # no replica restarted
 
 
+def test_gated_promotion_and_rollback_under_traffic_fail_no_request(served):
+    """sweeps.promote on the served storage while a client sends requests: a candidate the paired test does
+    not show better is refused and the served adapter stays; forced, it is served; rolled back, the one
+    before is served again. Every request of the client answers 200, and no replica restarts."""
+    from sweeps.heldout import examples_digest, heldout_examples
+    from shared.storage import read_latest
+    from sweeps.promote import local_scorer, promote, read_history, rollback
+
+    storage = str(served["storage"])
+    current = read_latest(storage, "sql")["adapter"]
+    candidate = next(str(served["adapters"][n]) for n in ("sql-b", "sql-c", "sql-a")
+                     if str(Path(served["adapters"][n]).resolve()) != str(Path(current).resolve()))
+    body = {"question": "How many singers?", "schema": SCHEMA, "max_tokens": 4}
+    before = _post(served, "/v1/sql", body).json()["adapter_id"]
+    pids = _generator_pids(served)
+    results, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            r = _post(served, "/v1/sql", body)
+            results.append((r.status_code, r.json().get("adapter_id")))
+
+    def served_becomes(predicate):
+        deadline = time.time() + 60
+        while not (results and all(predicate(a) for _, a in results[-3:])):
+            assert time.time() < deadline, results[-5:]
+            time.sleep(0.5)
+
+    examples = heldout_examples(candidate, "test", 8)
+    gate = {"scorer": local_scorer(threads=1), "examples": examples, "digest": examples_digest(examples),
+            "level": 0.05}
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        refused = promote(storage, "sql", candidate, **gate)
+        # 4-step adapters of a 0.1 M model: no difference a paired test at 0.05 could show on 8 examples
+        assert refused["action"] == "rejected" and refused["figures"]["n"] == 8, refused
+        assert "not shown better" in refused["why"] and read_latest(storage, "sql")["adapter"] == current
+        time.sleep(3)  # > latest_poll_s: the registry has looked again
+        served_becomes(lambda a: a == before)
+        forced = promote(storage, "sql", candidate, force=True, **gate)
+        assert forced["action"] == "promoted" and forced["forced"], forced
+        served_becomes(lambda a: a != before)
+        back = rollback(storage, "sql")
+        assert back["to"] == forced["from"]
+        served_becomes(lambda a: a == before)
+    finally:
+        stop.set()
+        t.join()
+    assert all(s == 200 for s, _ in results), [r for r in results if r[0] != 200]
+    assert [e["action"] for e in read_history(storage, "sql")[-3:]] == ["rejected", "promoted", "rolled_back"]
+    assert _generator_pids(served) == pids
+
+
 def test_a_canary_split_and_a_rollback_by_redeploying_traffic(served):
     pids = _generator_pids(served)
     served["deploy"]({"sql": [{"adapter": "sql", "weight": 1}, {"adapter": "sql-b", "weight": 1}]})
