@@ -9,6 +9,7 @@ path a real adapter takes is taken.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -129,6 +130,26 @@ def _post(served, path: str, body=None, raw: bytes | None = None, headers: dict 
     h = {"content-type": "application/json", **_auth(), **(headers or {})}
     data = raw if raw is not None else json.dumps(body).encode()
     return requests.post(served["url"] + path, data=data, headers=h, timeout=120)
+
+
+@contextlib.contextmanager
+def _traffic(served, body: dict):
+    """A client sending `body` to /v1/sql again and again while the block runs; yields its (status,
+    adapter_id) list as it grows."""
+    results, stop = [], threading.Event()
+
+    def send():
+        while not stop.is_set():
+            r = _post(served, "/v1/sql", body)
+            results.append((r.status_code, r.json().get("adapter_id")))
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        t.join()
 
 
 def _error_shape(r: requests.Response) -> dict:
@@ -303,24 +324,15 @@ def _generator_pids(served) -> set[int]:
 def test_a_new_latest_adapter_is_picked_up_with_no_failed_request(served):
     before = _post(served, "/v1/sql", {"question": "How many singers?", "schema": SCHEMA}).json()["adapter_id"]
     pids = _generator_pids(served)
-    results, stop = [], threading.Event()
-
-    def hammer():
-        while not stop.is_set():
-            r = _post(served, "/v1/sql", {"question": "How many singers?", "schema": SCHEMA, "max_tokens": 4})
-            results.append((r.status_code, r.json().get("adapter_id")))
-
-    t = threading.Thread(target=hammer)
-    t.start()
-    time.sleep(2)
-    _point_latest(served["storage"], "sql", served["adapters"]["sql-c"])  # a new sweep's best adapter
-    deadline = time.time() + 60
-    while not any(a and a != before for _, a in results[-3:]):
-        assert time.time() < deadline, results[-5:]
-        time.sleep(0.5)
-    time.sleep(2)
-    stop.set()
-    t.join()
+    body = {"question": "How many singers?", "schema": SCHEMA, "max_tokens": 4}
+    with _traffic(served, body) as results:
+        time.sleep(2)
+        _point_latest(served["storage"], "sql", served["adapters"]["sql-c"])  # a new sweep's best adapter
+        deadline = time.time() + 60
+        while not any(a and a != before for _, a in results[-3:]):
+            assert time.time() < deadline, results[-5:]
+            time.sleep(0.5)
+        time.sleep(2)
     assert all(s == 200 for s, _ in results), [r for r in results if r[0] != 200]
     ids = [a for _, a in results]
     assert ids[0] == before and ids[-1] != before and ids[-1].startswith("sql@")
@@ -342,14 +354,8 @@ def test_gated_promotion_and_rollback_under_traffic_fail_no_request(served):
     body = {"question": "How many singers?", "schema": SCHEMA, "max_tokens": 4}
     before = _post(served, "/v1/sql", body).json()["adapter_id"]
     pids = _generator_pids(served)
-    results, stop = [], threading.Event()
 
-    def hammer():
-        while not stop.is_set():
-            r = _post(served, "/v1/sql", body)
-            results.append((r.status_code, r.json().get("adapter_id")))
-
-    def served_becomes(predicate):
+    def served_becomes(results, predicate):  # the last 3 answers came from the adapter the predicate wants
         deadline = time.time() + 60
         while not (results and all(predicate(a) for _, a in results[-3:])):
             assert time.time() < deadline, results[-5:]
@@ -358,24 +364,19 @@ def test_gated_promotion_and_rollback_under_traffic_fail_no_request(served):
     examples = heldout_examples(candidate, "test", 8)
     gate = {"scorer": local_scorer(threads=1), "examples": examples, "digest": examples_digest(examples),
             "level": 0.05}
-    t = threading.Thread(target=hammer)
-    t.start()
-    try:
+    with _traffic(served, body) as results:
         refused = promote(storage, "sql", candidate, **gate)
         # 4-step adapters of a 0.1 M model: no difference a paired test at 0.05 could show on 8 examples
         assert refused["action"] == "rejected" and refused["figures"]["n"] == 8, refused
         assert "not shown better" in refused["why"] and read_latest(storage, "sql")["adapter"] == current
         time.sleep(3)  # > latest_poll_s: the registry has looked again
-        served_becomes(lambda a: a == before)
+        served_becomes(results, lambda a: a == before)
         forced = promote(storage, "sql", candidate, force=True, **gate)
         assert forced["action"] == "promoted" and forced["forced"], forced
-        served_becomes(lambda a: a != before)
+        served_becomes(results, lambda a: a != before)
         back = rollback(storage, "sql")
         assert back["to"] == forced["from"]
-        served_becomes(lambda a: a == before)
-    finally:
-        stop.set()
-        t.join()
+        served_becomes(results, lambda a: a == before)
     assert all(s == 200 for s, _ in results), [r for r in results if r[0] != 200]
     assert [e["action"] for e in read_history(storage, "sql")[-3:]] == ["rejected", "promoted", "rolled_back"]
     assert _generator_pids(served) == pids
