@@ -32,7 +32,8 @@ SMOKE = "configs/sweeps/sql_smoke.yaml"
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir):
-    with local_cluster(model=str(tiny_model_dir)) as info:
+    # metrics exported every second: the job test must see the trial gauge while a trial is running
+    with local_cluster(model=str(tiny_model_dir), metrics_report_interval_ms=1000) as info:
         yield info
 
 
@@ -70,7 +71,7 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
             scraped += [line for line in text.splitlines() if line.startswith("ray_qlora_sweep_")]
         except OSError:
             pass
-        time.sleep(3)
+        time.sleep(1)
     reader.join(timeout=10)
     out = "".join(out_chunks)
     assert job.returncode == 0, out[-6000:]
