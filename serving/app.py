@@ -43,10 +43,9 @@ from serving.schemas import (
 from serving.sqlcheck import SchemaError, check_sql, parse_schema
 from shared.artifacts import base_of
 from shared.config import ConfigError
-from shared.prompts import extract_answer, prompt_for
+from shared.prompts import PromptError, PromptFormat, format_of, prompt_ids
 
 RETRY_AFTER_S = "1"
-SECTION_END = "###"  # chat answers end where the prompt format's next section would start
 
 
 class Overloaded(Exception):
@@ -117,13 +116,24 @@ class Service:
                            param=param, code="max_tokens_too_large")
         return budget
 
-    def count(self, adapter, prompt: str, param: str) -> int:
-        """Prompt tokens (with the start token), refused above limits.max_prompt_tokens: never truncated."""
+    def tokenizer(self, adapter):
         if adapter.base not in self.tokenizers:
             from transformers import AutoTokenizer
 
             self.tokenizers[adapter.base] = AutoTokenizer.from_pretrained(adapter.path)
-        n = len(self.tokenizers[adapter.base](prompt, add_special_tokens=False)["input_ids"]) + 1
+        return self.tokenizers[adapter.base]
+
+    def prompt_format(self, adapter) -> PromptFormat:
+        """How the adapter's prompts are rendered and its answers cut: as its card says it was trained."""
+        try:
+            return format_of(adapter.prompt_version, self.tokenizer(adapter))
+        except PromptError as e:
+            raise APIError(503, f"adapter {adapter.name!r} cannot be prompted as trained: {e}", param="model",
+                           code="adapter_unavailable") from None
+
+    def count(self, adapter, prompt: str, param: str) -> int:
+        """Prompt tokens (with the start token), refused above limits.max_prompt_tokens: never truncated."""
+        n = len(prompt_ids(self.tokenizer(adapter), prompt))
         cap = self.cfg.limits.max_prompt_tokens
         if n > cap:
             raise APIError(400, f"{param}: the prompt is {n} tokens; this server's limit is {cap}", param=param,
@@ -235,10 +245,11 @@ async def sql(req: SqlRequest, svc: Service = SVC) -> SqlResponse:
     except SchemaError as e:
         raise APIError(400, f"schema: {e}", param="schema", code="invalid_schema") from None
     adapter = svc.adapter(req.adapter, "sql", "adapter")
-    prompt = prompt_for("sql", {"question": req.question, "context": req.schema_})
+    fmt = svc.prompt_format(adapter)
+    prompt = fmt.prompt("sql", {"question": req.question, "context": req.schema_})
     n = svc.count(adapter, prompt, "question")
     out = await svc.run(adapter, _job(adapter, prompt, svc.max_tokens(req.max_tokens, "max_tokens"), req))
-    raw = extract_answer("sql", out.text)
+    raw = fmt.answer("sql", out.text)
     check = check_sql(raw, tables, req.dialect)
     svc.record("/v1/sql", start, out.completion_tokens)
     return SqlResponse(sql=check.sql, valid=check.valid, reason=check.reason, dialect=req.dialect, adapter=adapter.name,
@@ -250,10 +261,11 @@ async def sql(req: SqlRequest, svc: Service = SVC) -> SqlResponse:
 async def code(req: CodeRequest, svc: Service = SVC) -> CodeResponse:
     start = time.perf_counter()
     adapter = svc.adapter(req.adapter, "code", "adapter")
-    prompt = prompt_for("code", {"instruction": req.instruction, "input": req.input or ""})
+    fmt = svc.prompt_format(adapter)
+    prompt = fmt.prompt("code", {"instruction": req.instruction, "input": req.input or ""})
     n = svc.count(adapter, prompt, "instruction")
     out = await svc.run(adapter, _job(adapter, prompt, svc.max_tokens(req.max_tokens, "max_tokens"), req))
-    text = extract_answer("code", out.text)
+    text = fmt.answer("code", out.text)
     try:
         ast.parse(text)
         valid, reason = True, None
@@ -326,9 +338,9 @@ async def chat(req: ChatRequest, svc: Service = SVC):
         if not question:
             raise APIError(400, "messages: the user message holds no question beside the schema", param="messages",
                            code="no_question")
-        prompt = prompt_for("sql", {"question": question, "context": schema})
+        prompt = svc.prompt_format(adapter).prompt("sql", {"question": question, "context": schema})
     else:
-        prompt = prompt_for("code", {"instruction": users[-1], "input": ""})
+        prompt = svc.prompt_format(adapter).prompt("code", {"instruction": users[-1], "input": ""})
     return await _openai(svc, "/v1/chat/completions", req, adapter, [prompt], "messages", chat=True)
 
 
@@ -340,7 +352,7 @@ async def _openai(svc: Service, route: str, req, adapter, prompts: list[str], pr
                        code="stream_one_choice")
     counts = [svc.count(adapter, p, prompt_param) for p in prompts]
     budget = svc.max_tokens(req.budget, req.budget_param)
-    stops = req.stops + ((SECTION_END,) if chat else ())
+    stops = req.stops + (svc.prompt_format(adapter).stops if chat else ())
     jobs = [_job(adapter, p, budget, req, stops, j) for p in prompts for j in range(req.n)]
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     if req.stream:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from shared.artifacts import base_identity, base_of, read_card
 from shared.config import ConfigError, ModelConfig, QuantizationConfig, TrialConfig
-from shared.prompts import extract_answer, prompt_for
+from shared.prompts import PromptFormat, PromptError, format_of, prompt_ids
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class AdapterInfo:
     id: str  # the id it is loaded under (PEFT adapter name)
     path: str
     task: str  # sql or code: how prompts are rendered and answers cut
-    prompt_version: str
+    prompt_format: PromptFormat  # the card's prompt version, checked against this engine's tokenizer
     base_model: str
     card: dict = field(repr=False, compare=False)
     load_s: float = 0.0
@@ -211,7 +211,12 @@ def _pick(logits, job: Job, rng) -> int:
 
 def base_key(model: ModelConfig, quant: QuantizationConfig) -> str:
     """Adapters whose bases have the same key share an engine: model (revision included) and quantization."""
-    return json.dumps([model.model_dump(mode="json"), quant.model_dump(mode="json")], sort_keys=True)
+    return json.dumps([_weights(model), quant.model_dump(mode="json")], sort_keys=True)
+
+
+def _weights(model: ModelConfig) -> dict:
+    """What picks a base's weights: the prompt format is the adapter's, and adapters of either share a base."""
+    return model.model_dump(mode="json", exclude={"prompt_format"})
 
 
 def engine_for(folder: str | Path, **kwargs) -> Engine:
@@ -277,11 +282,15 @@ class Engine:
         model, quant = base_of(path)
         if self.quant.compute_dtype != "auto":
             quant = quant.model_copy(update={"compute_dtype": self.quant.compute_dtype})
-        if model != self.model_cfg or quant != self.quant:
+        if _weights(model) != _weights(self.model_cfg) or quant != self.quant:
             raise AdapterMismatch(
                 f"adapter {name!r} was trained on base {model.name_or_path!r} (revision {model.revision}, "
                 f"{_quant_words(quant)}); this engine's base is {self.model_cfg.name_or_path!r} (revision "
                 f"{self.model_cfg.revision}, {_quant_words(self.quant)})")
+        try:
+            format_of(card["prompt_version"], self.tokenizer)
+        except PromptError as e:
+            raise AdapterMismatch(f"adapter {name!r}: {e}") from None
         return card, cfg
 
     def add_adapter(self, adapter_id: str, path: str | Path) -> AdapterInfo:
@@ -303,7 +312,7 @@ class Engine:
                 # randomly initialized first (0.145 -> 0.115 s for a rank-16 adapter of the micro model)
                 self.model.load_adapter(str(path), adapter_name=adapter_id, low_cpu_mem_usage=True)
             self.model.eval()
-            info = AdapterInfo(adapter_id, str(path), cfg.data.task, card["prompt_version"],
+            info = AdapterInfo(adapter_id, str(path), cfg.data.task, format_of(card["prompt_version"], self.tokenizer),
                                cfg.model.name_or_path, card, time.perf_counter() - start)
             with self._cv:
                 self.adapters[adapter_id] = info
@@ -335,10 +344,12 @@ class Engine:
 
     def render(self, adapter_id: str, fields: dict) -> str:
         """The prompt of a task request ({question, context} or {instruction, input}), as trained."""
-        return prompt_for(self.adapters[adapter_id].task, fields)
+        info = self.adapters[adapter_id]
+        return info.prompt_format.prompt(info.task, fields)
 
     def answer(self, adapter_id: str, generated: str) -> str:
-        return extract_answer(self.adapters[adapter_id].task, generated)
+        info = self.adapters[adapter_id]
+        return info.prompt_format.answer(info.task, generated)
 
     def count_tokens(self, prompt: str) -> int:
         return len(self._encode(prompt))
@@ -347,9 +358,7 @@ class Engine:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _encode(self, prompt: str) -> list[int]:
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        return [bos] + ids if bos is not None else ids
+        return prompt_ids(self.tokenizer, prompt)
 
     def submit(self, job: Job, notify: Callable[[], None] | None = None, every_token: bool = False) -> Ticket:
         """Queues one request; returns at once. notify() is called from the loop thread when the ticket

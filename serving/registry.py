@@ -29,6 +29,7 @@ class Adapter:
     model_id: str  # what Serve multiplexes on
     path: str
     task: str
+    prompt_version: str  # how its prompts are rendered (shared.prompts)
     base_model: str
     base: str  # serving.engine.base_key of its card: adapters with the same share an engine and a tokenizer
     created: int  # the card's mtime: OpenAI's `created`
@@ -72,9 +73,9 @@ def public_name(name_or_path: str) -> str:
 
 def load(name: str, where: str, storage_path: str) -> Adapter:
     path = resolve(where, storage_path)
-    _, cfg = read_card(path)
+    card, cfg = read_card(path)
     digest = hashlib.sha256(f"{path}\n{(path / CARD).read_text()}".encode()).hexdigest()[:8]
-    return Adapter(name, f"{name}@{digest}", str(path), cfg.data.task, cfg.model.name_or_path,
+    return Adapter(name, f"{name}@{digest}", str(path), cfg.data.task, card["prompt_version"], cfg.model.name_or_path,
                    base_key(cfg.model, cfg.quantization), int((path / CARD).stat().st_mtime))
 
 

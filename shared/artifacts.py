@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from shared.config import ConfigError, TrialConfig, to_dict, validate
-from shared.prompts import PROMPT_VERSION, SUPPORTED_VERSIONS
+from shared.prompts import SUPPORTED_VERSIONS, PromptFormat, format_of, prompt_format, supported
 
 CARD = "card.json"
 CARD_FORMAT = "qlora-sweep-adapter/1"
@@ -26,7 +26,9 @@ def base_identity(cfg: TrialConfig) -> dict:
 
     build = Path(resolve_path(cfg.model)) / "BUILD.json"
     if build.exists():
-        ident["sha256"] = json.loads(build.read_text()).get("sha256", {})
+        info = json.loads(build.read_text())
+        ident["sha256"] = info.get("sha256", {})
+        ident |= {k: info[k] for k in ("source", "conversion") if k in info}  # a converted base: whence and how
     return ident
 
 
@@ -49,7 +51,7 @@ def save_adapter(model, tokenizer, cfg: TrialConfig, metrics: dict, folder: Path
     card = {
         "format": CARD_FORMAT,
         "task": cfg.data.task,
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": prompt_format(cfg.model.prompt_format, tokenizer).version,
         "base_model": base_identity(cfg),
         "config": to_dict(cfg),
         "metrics": metrics,
@@ -72,7 +74,7 @@ def read_card(folder: str | Path) -> tuple[dict, TrialConfig]:
     card = json.loads(path.read_text())
     if card.get("format") != CARD_FORMAT:
         raise ConfigError(f"{path}: format {card.get('format')!r} is not {CARD_FORMAT!r}")
-    if card.get("prompt_version") not in SUPPORTED_VERSIONS:
+    if not supported(card.get("prompt_version")):
         raise ConfigError(
             f"{path}: prompt_version {card.get('prompt_version')!r} is not one this code renders "
             f"({', '.join(SUPPORTED_VERSIONS)})"
@@ -95,6 +97,12 @@ def base_of(folder: str | Path, quantization_mode: str | None = None):
     return cfg.model, q
 
 
+def adapter_format(card: dict, tokenizer) -> PromptFormat:
+    """The prompt format an adapter was trained with, checked against its tokenizer (shared.prompts.PromptError
+    when the tokenizer's chat template is not the one trained with)."""
+    return format_of(card["prompt_version"], tokenizer)
+
+
 def load_adapter(folder: str | Path, quantization_mode: str | None = None):
     """-> (model with the adapter, tokenizer, card): the base as the card says (base_of), the tokenizer it
     was trained with. quantization_mode may override the card's ("4bit"/"16bit"), e.g. to compare."""
@@ -107,4 +115,5 @@ def load_adapter(folder: str | Path, quantization_mode: str | None = None):
     model = PeftModel.from_pretrained(load_base(*base_of(folder, quantization_mode)), str(folder))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
+    adapter_format(card, tokenizer)  # refuses a tokenizer whose chat template is not the one trained with
     return model, tokenizer, card

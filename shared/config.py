@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EMBEDDED_PREFIX = "embedded:"
+# Bases the project provides with no hub access: the micro Llama it pretrains itself (shared/micro.py) and
+# SmolLM2-135M-Instruct from a PyPI wheel (shared/smollm2.py). shared.models.resolve_path finds their folders.
+EMBEDDED_MODELS = ("micro-llama", "smollm2-135m-instruct")
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,9 @@ class ModelConfig(_Section):
     name_or_path: str = "embedded:micro-llama"
     revision: str | None = None  # hub revision (branch, tag or commit); ignored for local paths
     trust_remote_code: bool = False  # never on by default: it runs code from the model repo
+    # "plain": the project's own "### Task" prompt (base models). "chat": the task as system + user messages through
+    # the model's own chat template (instruct models, e.g. embedded:smollm2-135m-instruct). See shared/prompts.py.
+    prompt_format: Literal["plain", "chat"] = "plain"
 
 
 class QuantizationConfig(_Section):
@@ -141,6 +147,9 @@ class TrialConfig(_Section):
     @model_validator(mode="after")
     def _cross_checks(self):
         src = self.model.name_or_path
+        if src.startswith(EMBEDDED_PREFIX) and src.removeprefix(EMBEDDED_PREFIX) not in EMBEDDED_MODELS:
+            raise ValueError(f"model.name_or_path: unknown embedded model {src!r}; the embedded ones are "
+                             + ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS))
         if not src.startswith(EMBEDDED_PREFIX) and _looks_local(src) and not Path(src).expanduser().exists():
             raise ValueError(f"model.name_or_path: local path {src!r} does not exist")
         if self.data.source != "bundled" and _looks_local(self.data.source):

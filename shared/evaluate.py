@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.prompts import extract_answer, prompt_for
+from shared.prompts import PLAIN, PromptFormat, prompt_format, prompt_ids
 
 BENCHMARKS = ("spider", "defog", "humaneval", "mbpp")
 
@@ -43,9 +43,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
     steps = range(0, len(prompts), batch_size)
     for i in tqdm(steps, desc="generate", unit="batch", disable=not progress, mininterval=2.0):
         chunk = prompts[i : i + batch_size]
-        enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
-        if tokenizer.bos_token_id is not None:
-            enc = [[tokenizer.bos_token_id] + e for e in enc]
+        enc = [prompt_ids(tokenizer, p) for p in chunk]
         if max_prompt_tokens:
             enc = [e[-max_prompt_tokens:] for e in enc]
         width = max(map(len, enc))
@@ -83,22 +81,23 @@ def eval_loss(model, rows: list[dict], *, pad_id: int, batch_size: int) -> float
 
 
 def evaluate_split(model, tokenizer, task, task_name: str, examples: list[dict], *, split: str,
-                   max_new_tokens: int, batch_size: int, max_seq_len: int, with_loss: bool) -> tuple[dict, list[dict]]:
+                   max_new_tokens: int, batch_size: int, max_seq_len: int, with_loss: bool,
+                   fmt: PromptFormat = PLAIN) -> tuple[dict, list[dict]]:
     """Generate, extract, score. Metric names follow the split: eval/* for dev, <split>/* otherwise.
 
     Returns (metrics, per-example records with prompt, prediction and score detail).
     """
     from shared.train import encode_all
 
-    prompts = [prompt_for(task_name, ex) for ex in examples]
+    prompts = [fmt.prompt(task_name, ex) for ex in examples]
     raw = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                    max_prompt_tokens=max_seq_len, progress=True)
-    preds = [extract_answer(task_name, r) for r in raw]
+    preds = [fmt.answer(task_name, r) for r in raw]
     scores, _ = score_predictions(task, [[p] for p in preds], examples)
     prefix = "eval" if split == "dev" else split
     metrics = {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in scores.items()}
     if with_loss:
-        rows, _ = encode_all(tokenizer, task_name, examples, max_seq_len)
+        rows, _ = encode_all(tokenizer, task_name, examples, max_seq_len, fmt)
         metrics[f"{prefix}/loss"] = eval_loss(model, rows, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
     shown = zip(prompts[:20], preds[:20], examples[:20], strict=True)
     details = [{"prompt": p, "prediction": y, **task.score_one(y, ex)} for p, y, ex in shown]
@@ -187,25 +186,29 @@ def load_benchmark(name: str, data_dir: Path | None, task: str | None = None,
     return task, load_file(path, task, db_dir=db_dir)
 
 
-def _load_model(model: str):
-    """-> (model, tokenizer, config, is_adapter): an adapter folder (card.json) or a base model."""
+def _load_model(model: str, prompt: str | None = None):
+    """-> (model, tokenizer, config, prompt format, is_adapter): an adapter folder (card.json, prompted as trained)
+    or a base model (prompted as `prompt` says: plain or chat; default chat where the base has a chat template)."""
     from shared.config import ModelConfig, TrialConfig
 
     folder = Path(model).expanduser()
     if (folder / "card.json").is_file():
-        from shared.artifacts import load_adapter, read_card
+        from shared.artifacts import adapter_format, load_adapter, read_card
 
+        peft_model, tokenizer, card = load_adapter(folder)
         _, cfg = read_card(folder)
-        peft_model, tokenizer, _ = load_adapter(folder)
-        return peft_model, tokenizer, cfg, True
+        return peft_model, tokenizer, cfg, adapter_format(card, tokenizer), True
     from shared.models import load_base, load_tokenizer
 
     cfg = TrialConfig(model=ModelConfig(name_or_path=model))
-    return load_base(cfg.model, cfg.quantization), load_tokenizer(cfg.model), cfg, False
+    tokenizer = load_tokenizer(cfg.model)
+    prompt = prompt or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
+    return load_base(cfg.model, cfg.quantization), tokenizer, cfg, prompt_format(prompt, tokenizer), False
 
 
-def _generate_samples(model, tokenizer, task_name, examples, n, args, max_seq_len) -> list[list[str]]:
-    prompts = [prompt_for(task_name, ex) for ex in examples]
+def _generate_samples(model, tokenizer, task_name, examples, n, args, max_seq_len,
+                      fmt: PromptFormat) -> list[list[str]]:
+    prompts = [fmt.prompt(task_name, ex) for ex in examples]
     runs = []
     for i in range(n):
         if n > 1:
@@ -215,7 +218,7 @@ def _generate_samples(model, tokenizer, task_name, examples, n, args, max_seq_le
         raw = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        max_prompt_tokens=max_seq_len, do_sample=n > 1, temperature=args.temperature,
                        top_p=0.95 if n > 1 else 1.0, progress=True)
-        runs.append([extract_answer(task_name, r) for r in raw])
+        runs.append([fmt.answer(task_name, r) for r in raw])
     return [list(s) for s in zip(*runs, strict=True)]
 
 
@@ -237,12 +240,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the adapter's eval.max_new_tokens")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--match", choices=("spider", "strict"), default=None, help="SQL match mode (default: config)")
+    ap.add_argument("--prompt", choices=("plain", "chat"), default=None,
+                    help="a base model's prompt format (default: chat where it has a chat template); an adapter "
+                    "is prompted as it was trained")
     ap.add_argument("--no-base", action="store_true", help="do not score the untuned base beside an adapter")
     ap.add_argument("--out", type=Path, default=Path("eval_verdicts.json"), help="JSON of every verdict")
     args = ap.parse_args(argv)
 
     from shared.config import ConfigError
     from shared.data.loaders import DataError
+    from shared.prompts import PromptError
     from shared.tasks import get_task
 
     try:
@@ -255,8 +262,8 @@ def main(argv=None) -> int:
     try:
         task_name, examples = load_benchmark(args.benchmark, args.data_dir or shared_data_dir(), args.task, args.db_dir)
         examples = examples[: args.limit] if args.limit else examples
-        model, tokenizer, cfg, is_adapter = _load_model(args.model)
-    except (ConfigError, DataError, OSError) as e:
+        model, tokenizer, cfg, fmt, is_adapter = _load_model(args.model, args.prompt)
+    except (ConfigError, DataError, OSError, PromptError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if task_name != cfg.data.task and is_adapter:
@@ -273,9 +280,11 @@ def main(argv=None) -> int:
         start = time.monotonic()
         if context:
             with model.disable_adapter():
-                samples = _generate_samples(model, tokenizer, task_name, examples, args.samples, args, cfg.data.max_seq_len)
+                samples = _generate_samples(model, tokenizer, task_name, examples, args.samples, args, cfg.data.max_seq_len,
+                                           fmt)
         else:
-            samples = _generate_samples(model, tokenizer, task_name, examples, args.samples, args, cfg.data.max_seq_len)
+            samples = _generate_samples(model, tokenizer, task_name, examples, args.samples, args, cfg.data.max_seq_len,
+                                        fmt)
         metrics, per_example = score_predictions(task, samples, examples, ks, progress=True)
         metrics["seconds"] = time.monotonic() - start
         results[label] = metrics
@@ -284,7 +293,7 @@ def main(argv=None) -> int:
     _print_table(results)
     out = {
         "benchmark": args.benchmark, "model": args.model, "task": task_name, "examples": len(examples),
-        "samples": args.samples, "match": getattr(task, "match", None), "metrics": results,
+        "samples": args.samples, "match": getattr(task, "match", None), "prompt_version": fmt.version, "metrics": results,
         "verdicts": [
             {"index": i, "category": ex.get("category"), "gold": ex.get("answer") or ex.get("output"),
              **{label: verdicts[label][i] for label in results}}

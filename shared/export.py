@@ -38,7 +38,7 @@ def merge(folder: Path):
 def export(folder: Path, out: Path, n_examples: int = 50) -> dict:
     from shared.artifacts import load_adapter
     from shared.evaluate import generate
-    from shared.prompts import extract_answer, prompt_for
+    from shared.artifacts import adapter_format
     from shared.tasks import get_task
     from shared.trial import load_data
 
@@ -48,7 +48,8 @@ def export(folder: Path, out: Path, n_examples: int = 50) -> dict:
     tokenizer.save_pretrained(out)
 
     examples = load_data(cfg)["dev"][:n_examples]
-    prompts = [prompt_for(cfg.data.task, ex) for ex in examples]
+    fmt = adapter_format(card, tokenizer)
+    prompts = [fmt.prompt(cfg.data.task, ex) for ex in examples]
     kw = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, max_prompt_tokens=cfg.data.max_seq_len)
     merged_out = generate(merged, tokenizer, prompts, **kw)
     del merged
@@ -57,8 +58,8 @@ def export(folder: Path, out: Path, n_examples: int = 50) -> dict:
 
     task = get_task(cfg.data.task, cfg.eval)
     metric = task.metric
-    a = [extract_answer(cfg.data.task, x) for x in adapter_out]
-    m = [extract_answer(cfg.data.task, x) for x in merged_out]
+    a = [fmt.answer(cfg.data.task, x) for x in adapter_out]
+    m = [fmt.answer(cfg.data.task, x) for x in merged_out]
     report = {
         "adapter": str(folder),
         "merged": str(out),

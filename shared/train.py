@@ -8,32 +8,31 @@ import time
 from collections.abc import Callable
 
 from shared.config import TrainConfig
-from shared.prompts import completion_for, prompt_for
+from shared.prompts import PLAIN, PromptFormat, prompt_ids
 
 IGNORE = -100  # label value the loss skips: prompt and pad tokens
 
 
-def encode(tokenizer, task: str, example: dict, max_seq_len: int) -> dict | None:
+def encode(tokenizer, task: str, example: dict, max_seq_len: int, fmt: PromptFormat = PLAIN) -> dict | None:
     """One example -> input_ids and labels (prompt tokens labelled IGNORE). None if it does not fit.
 
     Prompt and completion are tokenized apart and concatenated, exactly as generation sees the prompt.
     An example longer than max_seq_len is dropped from training rather than cut: a cut schema or a cut
     answer teaches the wrong thing.
     """
-    prompt = tokenizer(prompt_for(task, example), add_special_tokens=False)["input_ids"]
-    answer = tokenizer(completion_for(task, example), add_special_tokens=False)["input_ids"]
-    answer = answer + [tokenizer.eos_token_id]
-    if tokenizer.bos_token_id is not None:
-        prompt = [tokenizer.bos_token_id] + prompt
+    prompt = prompt_ids(tokenizer, fmt.prompt(task, example))
+    answer = tokenizer(fmt.completion(task, example), add_special_tokens=False)["input_ids"]
+    answer = answer + [tokenizer.eos_token_id]  # the chat format's end of turn is the tokenizer's EOS
     ids = prompt + answer
     if len(ids) > max_seq_len:
         return None
     return {"input_ids": ids, "labels": [IGNORE] * len(prompt) + answer}
 
 
-def encode_all(tokenizer, task: str, examples: list[dict], max_seq_len: int) -> tuple[list[dict], int]:
+def encode_all(tokenizer, task: str, examples: list[dict], max_seq_len: int,
+               fmt: PromptFormat = PLAIN) -> tuple[list[dict], int]:
     """-> (encoded examples, how many were dropped for length)."""
-    rows = [encode(tokenizer, task, ex, max_seq_len) for ex in examples]
+    rows = [encode(tokenizer, task, ex, max_seq_len, fmt) for ex in examples]
     kept = [r for r in rows if r is not None]
     return kept, len(rows) - len(kept)
 

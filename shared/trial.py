@@ -45,14 +45,16 @@ def set_threads(n: int) -> int:
 
 def evaluate_all(model, tokenizer, cfg: TrialConfig, eval_sets: dict[str, list[dict]]) -> tuple[dict, dict]:
     from shared.evaluate import evaluate_split
+    from shared.prompts import prompt_format
     from shared.tasks import get_task
 
+    fmt = prompt_format(cfg.model.prompt_format, tokenizer)
     task = get_task(cfg.data.task, cfg.eval)
     metrics, details = {}, {}
     for split, examples in eval_sets.items():
         m, d = evaluate_split(
             model, tokenizer, task, cfg.data.task, examples, split=split, max_new_tokens=cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size, max_seq_len=cfg.data.max_seq_len, with_loss=cfg.eval.loss,
+            batch_size=cfg.eval.batch_size, max_seq_len=cfg.data.max_seq_len, with_loss=cfg.eval.loss, fmt=fmt,
         )
         metrics |= m
         details[split] = d
@@ -74,6 +76,7 @@ def run_trial(cfg: TrialConfig, *, on_log: Callable[[int, dict], None] | None = 
 
     from shared.artifacts import save_adapter
     from shared.models import attach_lora, load_base, load_tokenizer
+    from shared.prompts import prompt_format
     from shared.train import encode_all, train
 
     threads = set_threads(cfg.train.threads)
@@ -82,6 +85,7 @@ def run_trial(cfg: TrialConfig, *, on_log: Callable[[int, dict], None] | None = 
     eval_sets = {s: splits[s][: cfg.eval.max_examples] for s in cfg.eval.splits}
 
     tokenizer = load_tokenizer(cfg.model)
+    fmt = prompt_format(cfg.model.prompt_format, tokenizer)  # refuses "chat" for a model without a template, first
     model = load_base(cfg.model, cfg.quantization)
     model = attach_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
     model.print_trainable_parameters()
@@ -92,7 +96,7 @@ def run_trial(cfg: TrialConfig, *, on_log: Callable[[int, dict], None] | None = 
             base, _ = evaluate_all(model, tokenizer, cfg, eval_sets)
         metrics |= {f"base/{k}": v for k, v in base.items()}
 
-    rows, dropped = encode_all(tokenizer, cfg.data.task, splits["train"], cfg.data.max_seq_len)
+    rows, dropped = encode_all(tokenizer, cfg.data.task, splits["train"], cfg.data.max_seq_len, fmt)
     metrics["train/examples"], metrics["train/dropped_too_long"] = len(rows), dropped
 
     def save(folder: Path, metrics: dict) -> Path:

@@ -78,20 +78,20 @@ def heldout_examples(card_location: str, split: str, n: int) -> list[dict]:
 def score_adapter(location: str, examples: list[dict], threads: int = 0) -> list[bool]:
     """Per-example correctness of the adapter at `location` (a folder or URI) on `examples`, greedy, with the
     generation limits of its own card's eval config."""
-    from shared.artifacts import load_adapter, read_card
+    from shared.artifacts import adapter_format, load_adapter, read_card
     from shared.evaluate import generate
-    from shared.prompts import extract_answer, prompt_for
     from shared.storage import local_adapter
     from shared.tasks import get_task
     from shared.trial import set_threads
 
     set_threads(threads)
     folder = local_adapter(location)
-    model, tokenizer, _ = load_adapter(folder)
+    model, tokenizer, card = load_adapter(folder)
     _, cfg = read_card(folder)
+    fmt = adapter_format(card, tokenizer)
     task = get_task(cfg.data.task, cfg.eval)
-    raw = generate(model, tokenizer, [prompt_for(cfg.data.task, e) for e in examples],
+    raw = generate(model, tokenizer, [fmt.prompt(cfg.data.task, e) for e in examples],
                    max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                    max_prompt_tokens=cfg.data.max_seq_len)
-    return [bool(task.score_one(extract_answer(cfg.data.task, r), e)["correct"])
+    return [bool(task.score_one(fmt.answer(cfg.data.task, r), e)["correct"])
             for r, e in zip(raw, examples, strict=True)]
