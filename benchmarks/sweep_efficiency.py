@@ -409,9 +409,9 @@ def main(argv=None) -> int:
     from sweeps.report import write_report
 
     if p.trial.model.name_or_path.startswith("embedded:"):
-        from shared.micro import resolve
+        from shared.models import embedded_folder
 
-        resolve(p.trial.model.name_or_path)  # build once here if it is neither committed nor cached
+        embedded_folder(p.trial.model.name_or_path)  # build once here if it is neither committed nor cached
     # A Ray of its own ("local"), even where `ray start` left one running: its trials must not share the
     # cores with someone else's; --address joins a cluster instead.
     ray.init(address=args.address or "local", num_cpus=None if args.address else args.cpus,

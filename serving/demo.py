@@ -7,6 +7,10 @@ Deploys serving/config.yaml (adapters from <storage_path>/latest/<task>.json) wi
 running cluster, waits for /healthz, sends a bundled dev example of each task that has an adapter (the
 schemas the micro model was tuned on: it does not generalize to others), and prints the answers, the
 endpoint and the dashboard. The app keeps running; `serve shutdown -y` or `make stop` ends it.
+
+    python -m serving.demo --storage-path ~/qlora-sweeps-smollm2 --sql-example ../shared/data/spider/dev_14db.jsonl
+                                           # another storage's winners; the SQL question of a JSONL record
+                                           # (question, context: its CREATE TABLE schema), e.g. a Spider one
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +38,18 @@ def main(argv=None) -> int:
     ap.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
                     help="the Ray dashboard (serve deploy goes through it)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the app to come up")
+    ap.add_argument("--storage-path", help="serve the winners of this storage instead of the config's storage_path")
+    ap.add_argument("--sql-example", type=Path, help="ask the SQL adapter the first record of this JSONL (question, "
+                    "context) instead of a bundled dev example")
     args = ap.parse_args(argv)
 
     serve_cfg = yaml.safe_load(args.config.read_text())
+    if args.storage_path:  # the same app, another storage: deployed from a copy of the config
+        for app in serve_cfg["applications"]:
+            app["args"]["storage_path"] = args.storage_path
+        copy = Path(tempfile.mkdtemp(prefix="serve-demo-")) / args.config.name
+        copy.write_text(yaml.safe_dump(serve_cfg, sort_keys=False))
+        args.config = copy
     http = serve_cfg.get("http_options", {})
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
@@ -71,6 +85,11 @@ def main(argv=None) -> int:
             print(f"\n[{task}] no adapter: {health.get('unavailable', {}).get(task, 'not configured')}")
             continue
         example = load_splits(DataConfig(task=task, source="bundled"))["dev"][0]
+        if task == "sql" and args.sql_example:
+            with open(args.sql_example) as f:
+                record = json.loads(f.readline())
+            example = {"question": record["question"], "context": record["context"],
+                       "answer": record.get("answer") or record.get("query", "")}
         if task == "sql":
             route, body = "/v1/sql", {"question": example["question"], "schema": example["context"], "dialect": "postgres"}
         else:

@@ -262,7 +262,7 @@ PRESETS = {
 def resolve(name: str) -> Path:
     """'embedded:micro-llama' -> the committed build if present, else a cached build (building it: ~30 min)."""
     if name.removeprefix("embedded:") != EMBEDDED_NAME:
-        raise ValueError(f"unknown embedded model {name!r}; the only one is 'embedded:{EMBEDDED_NAME}'")
+        raise ValueError(f"{name!r} is not the micro model 'embedded:{EMBEDDED_NAME}'")
     if (COMMITTED_DIR / "model.safetensors").exists():
         return COMMITTED_DIR
     cached = cache_dir() / "models" / EMBEDDED_NAME

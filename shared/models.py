@@ -67,12 +67,26 @@ def peft_config(lora: LoraConfig):
     )
 
 
-def resolve_path(m: ModelConfig) -> str:
-    """'embedded:micro-llama' -> its folder (built if missing); a hub id or local path passes through."""
-    if m.name_or_path.startswith(EMBEDDED_PREFIX):
-        from shared.micro import resolve
+def embedded_folder(name: str) -> Path:
+    """'embedded:<name>' -> its folder: the micro Llama (committed, else built into the cache: ~30 min) or
+    SmolLM2-135M-Instruct (converted from its wheel into the cache on first use: ~30 s)."""
+    from shared.config import EMBEDDED_MODELS
 
-        return str(resolve(m.name_or_path))
+    short = name.removeprefix(EMBEDDED_PREFIX)
+    if short == "micro-llama":
+        from shared.micro import resolve
+    elif short == "smollm2-135m-instruct":
+        from shared.smollm2 import resolve
+    else:
+        raise ValueError(f"unknown embedded model {name!r}; the embedded ones are "
+                         + ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS))
+    return resolve(name)
+
+
+def resolve_path(m: ModelConfig) -> str:
+    """'embedded:<name>' -> its folder (built or converted if missing); a hub id or local path passes through."""
+    if m.name_or_path.startswith(EMBEDDED_PREFIX):
+        return str(embedded_folder(m.name_or_path))
     return str(Path(m.name_or_path).expanduser()) if Path(m.name_or_path).expanduser().exists() else m.name_or_path
 
 

@@ -90,6 +90,10 @@ def model_dims(model: ModelConfig) -> ModelDims:
     cached build; its preset dimensions if not built yet, so checking never builds it), or a hub id
     (config.json only, through transformers' cache)."""
     src = model.name_or_path
+    if src.startswith(EMBEDDED_PREFIX + "smollm2"):
+        from shared.smollm2 import DIMS
+
+        return ModelDims.from_config(DIMS)
     if src.startswith(EMBEDDED_PREFIX):
         from shared.micro import COMMITTED_DIR, EMBEDDED_NAME, SIZES
         from shared.paths import cache_dir

@@ -455,9 +455,9 @@ def main(argv=None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     if p.trial.model.name_or_path.startswith("embedded:"):
-        from shared.micro import resolve
+        from shared.models import embedded_folder
 
-        resolve(p.trial.model.name_or_path)  # built once here if neither committed nor cached, not per trial
+        embedded_folder(p.trial.model.name_or_path)  # built once here if neither committed nor cached, not per trial
 
     if args.resume:
         if not tune.Tuner.can_restore(sweep_dir):
