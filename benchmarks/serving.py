@@ -2,6 +2,7 @@
 
     python -m benchmarks.serving                      # the micro model: ~10 min on 2 cores
     python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 64 --json-out serve.json
+    python -m benchmarks.serving --model embedded:smollm2-135m-instruct --no-peer   # a real 135 M model (make smollm2)
 
 1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, continuous batching (max_batch_size
    16: requests join and leave the running batch at every decoding step) against none (max_batch_size 1:
@@ -56,6 +57,9 @@ def parse_args(argv=None):
     ap.add_argument("--adapter", default=None,
                     help="a SQL adapter folder of the micro model, or a sweep's latest/sql.json (default: the "
                     "default recipe at --rank after 60 steps, trained once into artifacts/benchmarks/)")
+    ap.add_argument("--model", default="embedded:micro-llama",
+                    help="base of the benchmark's own adapter: embedded:micro-llama (default), "
+                    "embedded:smollm2-135m-instruct (chat-prompted), or a local folder")
     ap.add_argument("--rank", type=int, default=16, help="LoRA rank of the benchmark's own adapter (default 16)")
     ap.add_argument("--requests", type=int, default=128,
                     help="requests per concurrency level, a quarter of it at 1 client (default 128: 8 rounds of 16 "
@@ -77,7 +81,7 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------------------------------ setup
 
 
-def find_or_train_adapter(path: str | None, rank: int = 16) -> Path:
+def find_or_train_adapter(path: str | None, rank: int = 16, model: str = "embedded:micro-llama") -> Path:
     """The adapter named, else the benchmark's own: the default trial recipe at `rank` for 60 steps. Not
     "the newest sweep's winner" by default: its rank is whatever the sweep drew (4 to 64), and on this CPU
     the rank moves every latency and ratio of the benchmark."""
@@ -88,10 +92,15 @@ def find_or_train_adapter(path: str | None, rank: int = 16) -> Path:
     from shared.paths import REPO_ROOT
     from shared.trial import run_trial
 
-    out, name = REPO_ROOT / "artifacts" / "benchmarks", f"serving-sql-r{rank}-60steps"
+    micro = model == "embedded:micro-llama"
+    tag = "" if micro else "-" + Path(model.removeprefix("embedded:")).name
+    out, name = REPO_ROOT / "artifacts" / "benchmarks", f"serving-sql{tag}-r{rank}-60steps"
+    # another base: its own chat template where it has one, at a learning rate for a pretrained model
+    other = [] if micro else [f"model.name_or_path={model}", "train.learning_rate=3e-4", "train.batch_size=8"] + (
+        ["model.prompt_format=chat"] if model.startswith("embedded:smollm2") else [])
     if not (out / name / "card.json").is_file():
-        log(f"training the benchmark's adapter (configs/sql_micro.yaml, rank {rank}, 60 steps) into {out} ...")
-        run_trial(load_config(REPO_ROOT / "configs/sql_micro.yaml", [
+        log(f"training the benchmark's adapter (configs/sql_micro.yaml on {model}, rank {rank}, 60 steps) into {out} ...")
+        run_trial(load_config(REPO_ROOT / "configs/sql_micro.yaml", [*other,
             f"output.dir={out}", f"output.name={name}", f"lora.rank={rank}", f"lora.alpha={2 * rank}",
             "train.max_steps=60", "train.max_time_s=null", "eval.splits=[dev]", "eval.max_examples=8",
             "eval.baseline=false"]))
@@ -318,7 +327,7 @@ def ramp(url: str, bodies: list[dict], top: int, phases) -> list[tuple[float, in
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    adapter = find_or_train_adapter(args.adapter, args.rank)
+    adapter = find_or_train_adapter(args.adapter, args.rank, args.model)
     fresh = copies(adapter, SWAPS)  # adapters the replica has not loaded: one per swap
     other = fresh[0]
     log(f"adapter {adapter}")
@@ -326,23 +335,23 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from serving.engine import Engine, Job
+    from serving.engine import Job, engine_for
     from shared.artifacts import read_card
-    from shared.prompts import prompt_for
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     url = f"http://127.0.0.1:{args.port}/v1/sql"
     bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.requests)]
     direct_bodies = [{**b, "max_tokens": args.new_tokens, "temperature": 0} for b in examples(args.direct)]
-    prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in direct_bodies]
-    peer_prompts = [prompt_for("sql", {"question": b["question"], "context": b["schema"]}) for b in bodies]
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load": [], "adapter": str(adapter),
-                 "adapter_rank": read_card(adapter)[1].lora.rank}
+                 "adapter_rank": read_card(adapter)[1].lora.rank, "model": read_card(adapter)[1].model.name_or_path}
     log(f"direct Engine, {args.replica_cpus} thread(s) (the replica's) ...")
     engine_start = time.perf_counter()
-    engine = Engine("embedded:micro-llama", threads=args.replica_cpus)
+    engine = engine_for(adapter, threads=args.replica_cpus)  # the adapter's own base, as the card says
     engine.add_adapter("sql", adapter)
+    # the prompts as the app renders them for this adapter (its card's prompt format)
+    prompts = [engine.render("sql", {"question": b["question"], "context": b["schema"]}) for b in direct_bodies]
+    peer_prompts = [engine.render("sql", {"question": b["question"], "context": b["schema"]}) for b in bodies]
     reload_s = time.perf_counter() - engine_start
     engine.generate([Job("sql", prompts[0], args.new_tokens)])
     try:
@@ -430,7 +439,8 @@ def main(argv=None) -> int:
 
 
 def report(out: dict) -> None:
-    print(f"adapter {out['adapter']} (LoRA rank {out.get('adapter_rank', '?')}); {out['args'].get('new_tokens', '?')} "
+    print(f"adapter {out['adapter']} on {out.get('model', 'embedded:micro-llama')} (LoRA rank {out.get('adapter_rank', '?')}); "
+          f"{out['args'].get('new_tokens', '?')} "
           "new tokens at most per request, greedy")
     print(f"{'batch':>5} {'clients':>7} {'requests':>8} {'ok':>4} {'req/s':>7} {'tokens/s':>8} {'p50 s':>7} {'p99 s':>7}")
     for r in out["load"]:

@@ -38,6 +38,7 @@ import atexit
 import functools
 import hashlib
 import itertools
+import logging
 import math
 import os
 import pickle
@@ -65,6 +66,10 @@ from shared.execution.sqlite_worker import (  # noqa: F401 - the limits and the 
     MAX_VALUE_BYTES,
     connect_read_only as _connect_read_only,
 )
+
+# sqlglot logs a warning for each text it parses as an opaque command ("contains unsupported syntax"): for
+# model output that is a verdict with its reason here, not a log line per prediction.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 DIALECT = "sqlite"
 MAX_SQL_CHARS = 20_000  # Spider's longest gold is ~600 characters; sqlglot parses 20 kB in ~0.15 s
