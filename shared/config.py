@@ -80,6 +80,12 @@ class DataConfig(_Section):
     # the CREATE TABLE context.
     db_dir: str | None = None
     max_train_examples: int | None = Field(None, gt=0)
+    # SQL training records whose schema lists only the tables and columns their query uses (sql-create-context)
+    # teach a model to use every table it is shown; a real database's schema (Spider's) has more. k > 0 widens
+    # each such training schema: its tables get every column the training data gives tables of that name, and
+    # k tables of other records join it, in shuffled order (shared/data/loaders.py:widen_schemas). Evaluation
+    # data is never changed.
+    widen_schemas: int = Field(0, ge=0, le=20)
     max_seq_len: int = Field(384, ge=32)  # longer prompts are cut from the schema's end; memory ~ linear
     # Packing concatenates examples into full rows without attention across them: fewer pad tokens.
     packing: bool = False

@@ -554,3 +554,40 @@ def test_mbpp_official_splits(tmp_path):
     assert sizes == {"train": 374, "dev": 90, "test": 500, "prompt": 10}
     assert splits["test"][0]["instruction"] == "Task 11" and splits["dev"][0]["instruction"] == "Task 511"
     assert {ex["instruction"] for ex in splits["train"]} == {f"Task {i}" for i in range(601, 975)}
+
+
+def test_widened_training_schemas_hold_the_gold_tables_with_all_their_known_columns_and_k_others():
+    from shared.data.loaders import _columns, _statements, widen_schemas
+
+    train = [
+        {"question": "q1", "context": "CREATE TABLE head (age INTEGER)", "answer": "SELECT COUNT(*) FROM head WHERE age > 56"},
+        {"question": "q2", "context": "CREATE TABLE head (name VARCHAR, Age INTEGER); CREATE TABLE dept (id VARCHAR)",
+         "answer": "SELECT name FROM head"},
+        {"question": "q3", "context": "CREATE TABLE singer (name VARCHAR)", "answer": "SELECT name FROM singer"},
+        {"question": "q4", "context": "CREATE TABLE stadium (capacity INTEGER)", "answer": "SELECT MAX(capacity) FROM stadium"},
+        {"question": "q5", "context": "CREATE TABLE t (a INT)", "answer": "SELECT a FROM t", "db_path": "/x.sqlite"},
+    ]
+    wide = widen_schemas(train, 2, seed=0)
+    assert wide[4] is train[4]  # a record with its own database keeps its schema
+    first = {_columns(s)[0]: [c for c, _ in _columns(s)[1]] for s in _statements(wide[0]["context"])}
+    assert first["head"] == ["age", "name"]  # every column known for `head`, Age and age being one (SQLite's case)
+    assert len(first) == 3 and "head" in first  # its own table and 2 others
+    assert [e["question"] for e in wide] == [e["question"] for e in train] and wide[0]["answer"] == train[0]["answer"]
+    assert widen_schemas(train, 2, seed=0) == wide and widen_schemas(train, 2, seed=1) != wide  # by seed
+    assert train[0]["context"] == "CREATE TABLE head (age INTEGER)"  # the input is not changed
+
+
+def test_widen_schemas_changes_training_data_only(tmp_path):
+    import json
+
+    from shared.config import DataConfig
+    from shared.data.loaders import load_splits
+
+    rows = [{"question": f"q{i}", "context": f"CREATE TABLE t{i} (c{i} INTEGER)", "answer": f"SELECT c{i} FROM t{i}"}
+            for i in range(30)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[20:]))
+    splits = load_splits(DataConfig(task="sql", source=str(tmp_path), train_file="train.jsonl", dev_file="dev.jsonl",
+                                    widen_schemas=3))
+    assert all(e["context"].count("CREATE TABLE") == 4 for e in splits["train"])
+    assert [e["context"] for e in splits["dev"]] == [r["context"] for r in rows[20:]]

@@ -45,6 +45,7 @@ import csv
 import gzip
 import json
 import random
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,8 @@ def load_splits(data: DataConfig) -> dict[str, list[dict]]:
         splits = mbpp or _cut_missing(splits, data.task, data.seed, origin)
 
     train = list(splits["train"])
+    if data.widen_schemas and data.task == "sql":
+        train = widen_schemas(train, data.widen_schemas, data.seed)
     random.Random(data.seed).shuffle(train)
     splits["train"] = train[: data.max_train_examples] if data.max_train_examples else train
     for name, rows in splits.items():
@@ -660,3 +663,65 @@ def _cut_missing(splits: dict[str, list[dict]], task: str, seed: int, origin: st
         splits[split] = [pool[i] for i in sorted(taken)]  # source order: eval takes a fixed first-N slice
     splits["train"] = [pool[i] for i in sorted(i for k in keys[pos:] for i in groups[k])]
     return {name: splits[name] for name in ("train", "dev", "test")}
+
+
+_TABLE = re.compile(r"^\s*CREATE TABLE\s+([\w\"`\[\]]+)\s*\((.*)\)\s*;?\s*$", re.I | re.S)
+
+
+def _statements(context: str) -> list[str]:
+    """A schema's CREATE TABLE statements, one string each."""
+    starts = [m.start() for m in re.finditer(r"CREATE\s+TABLE\b", context, re.I)]
+    return [context[a:b].strip().rstrip(";").strip() for a, b in zip(starts, starts[1:] + [len(context)], strict=True)]
+
+
+def _columns(statement: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """'CREATE TABLE t (a VARCHAR, b INTEGER)' -> ('t', [('a', 'VARCHAR'), ('b', 'INTEGER')]); None when it holds
+    more than plain columns (constraints, nested parentheses): such a statement is kept as it is."""
+    m = _TABLE.match(statement)
+    if not m or "(" in m.group(2):
+        return None
+    cols = []
+    for part in m.group(2).split(","):
+        words = part.split()
+        if len(words) != 2:
+            return None
+        cols.append((words[0], words[1]))
+    return m.group(1), cols
+
+
+def widen_schemas(examples: list[dict], k: int, seed: int) -> list[dict]:
+    """Training records with wider schemas (data.widen_schemas): each table of a record's schema gets the columns
+    every record gives a table of that name (names compared as SQLite does, ignoring case; the first spelling and
+    type seen), and k tables of other records join it; the statements are shuffled. Records with a database of
+    their own are left as they are. Deterministic by seed."""
+    known: dict[str, dict[str, tuple[str, str]]] = {}  # table (lower case) -> column (lower case) -> (as written, type)
+    names: dict[str, str] = {}  # table (lower case) -> as first written
+    for ex in examples:
+        for statement in _statements(ex["context"]):
+            parsed = _columns(statement)
+            if parsed:
+                names.setdefault(parsed[0].lower(), parsed[0])
+                table = known.setdefault(parsed[0].lower(), {})
+                for col, typ in parsed[1]:  # SQLite's names are case-insensitive: one column per name
+                    table.setdefault(col.lower(), (col, typ))
+    rng = random.Random(seed)
+    pool = sorted(known)
+
+    def render(name: str) -> str:
+        return f"CREATE TABLE {names[name]} ({', '.join(f'{c} {t}' for c, t in known[name].values())})"
+
+    out = []
+    for ex in examples:
+        if ex.get("db_path"):
+            out.append(ex)
+            continue
+        statements, own = [], set()
+        for statement in _statements(ex["context"]):
+            parsed = _columns(statement)
+            own.add((parsed[0] if parsed else statement).lower())
+            statements.append(render(parsed[0].lower()) if parsed else statement)
+        others = [n for n in pool if n not in own]
+        statements += [render(n) for n in rng.sample(others, min(k, len(others)))]
+        rng.shuffle(statements)
+        out.append({**ex, "context": "; ".join(statements)})
+    return out
