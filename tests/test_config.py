@@ -10,6 +10,10 @@ TRIAL_YAMLS = sorted((REPO / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", TRIAL_YAMLS, ids=lambda p: p.name)
 def test_every_committed_trial_yaml_validates(path):
+    from shared.paths import shared_data_dir
+
+    if "../shared/data/" in path.read_text() and shared_data_dir() is None:
+        pytest.skip(f"{path.name} reads the reference data beside the repo (../shared/data), absent here")
     cfg = load_config(path)
     assert isinstance(cfg, TrialConfig)
 

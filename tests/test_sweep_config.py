@@ -21,24 +21,51 @@ SWEEP_YAMLS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 SMOKE = REPO / "configs/sweeps/sql_smoke.yaml"
 
 
+def _reads_shared_data(sweep_yaml: Path) -> bool:
+    """Whether the sweep's trial YAML reads the reference data beside the repo (../shared/data)."""
+    import yaml
+
+    trial = yaml.safe_load(sweep_yaml.read_text())["trial"]["config"]
+    return "../shared/data/" in (REPO / trial).read_text()
+
+
+def _skip_without_shared_data(sweep_yaml: Path) -> None:
+    from shared.paths import shared_data_dir
+
+    if _reads_shared_data(sweep_yaml) and shared_data_dir() is None:
+        pytest.skip(f"{sweep_yaml.name} trains on the reference data beside the repo (../shared/data), absent here")
+
+
 @pytest.mark.parametrize("path", SWEEP_YAMLS, ids=lambda p: p.name)
 def test_every_committed_sweep_yaml_validates(path):
+    _skip_without_shared_data(path)
     cfg = load_sweep(path)
     assert cfg.space and "lora.rank" in cfg.space and "train.learning_rate" in cfg.space
     assert cfg.space["train.learning_rate"].log
 
 
-def test_every_sweep_has_a_smoke_twin_on_the_micro_model_and_two_cpus():
+def test_every_sweep_has_a_smoke_twin_on_two_cpus_and_the_gpu_presets_a_micro_one():
+    """A GPU preset's twin runs the embedded micro model; a preset already on an embedded base (SmolLM2, on CPU)
+    has a twin on that same base. Every twin: 2 CPUs, one trial at a time, at least 4 trials."""
     names = {p.stem for p in SWEEP_YAMLS}
     assert {"sql", "code", "sql_smoke", "code_smoke"} <= names
     for name in names - {n for n in names if n.endswith("_smoke")}:
         assert f"{name}_smoke" in names
+        from shared.paths import shared_data_dir
+
+        if _reads_shared_data(REPO / f"configs/sweeps/{name}.yaml") and shared_data_dir() is None:
+            continue  # its trial YAML reads ../shared/data, absent here
         big, smoke = load_sweep(REPO / f"configs/sweeps/{name}.yaml"), load_sweep(REPO / f"configs/sweeps/{name}_smoke.yaml")
-        assert big.resources.gpu == 1 and big.resources.gpu_memory_gb
         assert smoke.resources.gpu == 0 and smoke.resources.cpu == 2 and smoke.search.max_concurrent == 1
         assert smoke.search.num_trials >= 4
         trial = validate(TrialConfig, trial_base(smoke))
-        assert trial.model.name_or_path == "embedded:micro-llama" and trial.train.threads == 2
+        base = trial_base(big)["model"]["name_or_path"]
+        if base.startswith("embedded:"):
+            assert trial.model.name_or_path == base
+        else:
+            assert big.resources.gpu == 1 and big.resources.gpu_memory_gb
+            assert trial.model.name_or_path == "embedded:micro-llama"
+        assert trial.train.threads == 2
         assert trial_base(big)["data"]["task"] == trial_base(smoke)["data"]["task"]
 
 
