@@ -105,6 +105,9 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = True  # trades ~30% speed for activation memory; needed for 7B on 24 GB
     seed: int = 0
     log_every: int = Field(10, gt=0)
+    # Keep the adapter as it stands every N steps, in <adapter>/steps/<N>/ (a loadable adapter with its card):
+    # how the scores move with training time, each snapshot scored later by shared.evaluate.
+    save_every_steps: int | None = Field(None, gt=0)
     # CPU threads for torch; 0 = every core this process may use. Keep it equal to the CPUs a worker has.
     threads: int = Field(0, ge=0)
 

@@ -135,11 +135,13 @@ def autocast(model):
 
 def train(model, rows: list[dict], cfg: TrainConfig, *, pad_id: int, packing: bool, width: int,
           on_log: Callable[[int, dict], None] | None = None,
-          on_eval: Callable[[int], bool] | None = None, eval_every: int | None = None) -> dict:
+          on_eval: Callable[[int], bool] | None = None, eval_every: int | None = None,
+          on_save: Callable[[int, float], None] | None = None) -> dict:
     """The training loop: AdamW on the trainable (LoRA) parameters, warmup + schedule, clipping.
 
     on_log(step, {"train/loss", "train/lr", "train/tokens_per_s"}) every cfg.log_every steps.
     on_eval(step) every eval_every steps (the sweep reports and checkpoints there); returning False stops.
+    on_save(step, train_seconds) every cfg.save_every_steps steps (snapshots of the adapter).
     Stops at cfg.max_steps or after cfg.max_time_s of training.
     """
     import torch
@@ -188,6 +190,10 @@ def train(model, rows: list[dict], cfg: TrainConfig, *, pad_id: int, packing: bo
             if on_log:
                 on_log(step, entry)
             window_loss, window_tokens, window_start = [], 0, time.time()
+        if on_save and cfg.save_every_steps and step % cfg.save_every_steps == 0 and step < cfg.max_steps:
+            on_save(step, time.time() - start)
+            restore_cpu_4bit_training_layout(model)
+            model.train()
         if on_eval and eval_every and step % eval_every == 0 and step < cfg.max_steps:
             keep_going = on_eval(step)
             restore_cpu_4bit_training_layout(model)

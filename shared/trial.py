@@ -108,9 +108,14 @@ def run_trial(cfg: TrialConfig, *, on_log: Callable[[int, dict], None] | None = 
         m, _ = evaluate_all(model, tokenizer, sub, {"dev": splits["dev"][: eval_slice or cfg.eval.max_examples]})
         return on_eval(step, {**m, "train/steps": step}, save) if on_eval else True
 
+    folder = Path(folder) if folder else output_folder(cfg)
+
+    def snapshot(step: int, seconds: float) -> None:
+        save(folder / "steps" / str(step), {"train/steps": step, "train/seconds": seconds})
+
     result = train(
         model, rows, cfg.train, pad_id=tokenizer.pad_token_id, packing=cfg.data.packing, width=cfg.data.max_seq_len,
-        on_log=on_log, on_eval=rung if on_eval else None, eval_every=eval_every,
+        on_log=on_log, on_eval=rung if on_eval else None, eval_every=eval_every, on_save=snapshot,
     )
     metrics |= {"train/steps": result["steps"], "train/seconds": result["train_seconds"]}
     if result["history"]:
@@ -119,7 +124,6 @@ def run_trial(cfg: TrialConfig, *, on_log: Callable[[int, dict], None] | None = 
 
     final, details = evaluate_all(model, tokenizer, cfg, eval_sets)
     metrics |= final
-    folder = Path(folder) if folder else output_folder(cfg)
     save_adapter(model, tokenizer, cfg, metrics, folder, extra={"train_history": result["history"]})
     (folder / "samples.json").write_text(json.dumps(details, indent=1))
     metrics["adapter_path"] = str(folder)

@@ -1,6 +1,7 @@
 """A real 4-bit QLoRA trial on a tiny Llama, on CPU: it learns, touches only LoRA, and round-trips."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,14 +147,28 @@ def test_run_trial_end_to_end_writes_a_complete_adapter_folder(smoke_cfg):
     from shared.artifacts import read_card
     from shared.trial import run_trial
 
-    cfg = smoke_cfg("eval.baseline=true")
+    from safetensors.torch import load_file
+
+    cfg = smoke_cfg("eval.baseline=true", "train.save_every_steps=2", "train.learning_rate=1e-2")
     metrics = run_trial(cfg)
     for key in ("eval/sql_exec_acc", "eval/loss", "base/eval/sql_exec_acc", "train/loss", "train/steps"):
         assert key in metrics, key
     assert 0.0 <= metrics["eval/sql_exec_acc"] <= 1.0
-    card, back = read_card(metrics["adapter_path"])
+    folder = metrics["adapter_path"]
+    card, back = read_card(folder)
     assert back == cfg  # the resolved config rebuilds exactly
     assert card["metrics"]["eval/sql_exec_acc"] == metrics["eval/sql_exec_acc"]
+
+    # train.save_every_steps: the adapter as it stood at step 2 (not at the last step, 4), a loadable folder
+    # with its own card; the final adapter is not also kept as a snapshot.
+    steps = sorted(p.name for p in (Path(folder) / "steps").iterdir())
+    assert steps == ["2"]
+    snap_card, snap_cfg = read_card(f"{folder}/steps/2")
+    assert snap_cfg == cfg and snap_card["step"] == 2 and snap_card["metrics"]["train/steps"] == 2
+    early = load_file(f"{folder}/steps/2/adapter_model.safetensors")
+    final = load_file(f"{folder}/adapter_model.safetensors")
+    assert early.keys() == final.keys()
+    assert any(not torch.equal(early[k], final[k]) for k in early)  # two more steps moved the LoRA weights
 
 
 def test_code_trial_end_to_end_scores_pass_at_1_in_the_sandbox(smoke_cfg):
