@@ -3,6 +3,8 @@
     python -m benchmarks.serving                      # the micro model: ~10 min on 2 cores
     python -m benchmarks.serving --adapter ~/qlora-sweeps/latest/sql --requests 64 --json-out serve.json
     python -m benchmarks.serving --model embedded:smollm2-135m-instruct --no-peer   # a real 135 M model (make smollm2)
+    python -m benchmarks.serving --model embedded:micro-llama --model embedded:smollm2-135m-instruct --no-peer
+                                                      # both, one after the other, and a table of both side by side
 
 1. throughput and p50/p99 latency at 1, 4 and 16 concurrent clients, continuous batching (max_batch_size
    16: requests join and leave the running batch at every decoding step) against none (max_batch_size 1:
@@ -57,9 +59,10 @@ def parse_args(argv=None):
     ap.add_argument("--adapter", default=None,
                     help="a SQL adapter folder of the micro model, or a sweep's latest/sql.json (default: the "
                     "default recipe at --rank after 60 steps, trained once into artifacts/benchmarks/)")
-    ap.add_argument("--model", default="embedded:micro-llama",
+    ap.add_argument("--model", action="append", default=None,
                     help="base of the benchmark's own adapter: embedded:micro-llama (default), "
-                    "embedded:smollm2-135m-instruct (chat-prompted), or a local folder")
+                    "embedded:smollm2-135m-instruct (chat-prompted), or a local folder; repeat it to run the "
+                    "benchmark on each, one after the other, and print their figures side by side")
     ap.add_argument("--rank", type=int, default=16, help="LoRA rank of the benchmark's own adapter (default 16)")
     ap.add_argument("--requests", type=int, default=128,
                     help="requests per concurrency level, a quarter of it at 1 client (default 128: 8 rounds of 16 "
@@ -75,7 +78,11 @@ def parse_args(argv=None):
     ap.add_argument("--peer-port", type=int, default=8124)
     ap.add_argument("--no-peer", action="store_true", help="skip the transformers serve comparison")
     ap.add_argument("--json-out", type=Path)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.model = args.model or ["embedded:micro-llama"]
+    if args.adapter and len(args.model) > 1:
+        ap.error("--adapter names one adapter (one base); with several --model each trains its own")
+    return args
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -327,7 +334,22 @@ def ramp(url: str, bodies: list[dict], top: int, phases) -> list[tuple[float, in
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    adapter = find_or_train_adapter(args.adapter, args.rank, args.model)
+    outs = []
+    for model in args.model:
+        log(f"=== {model} ===")
+        outs.append(run(args, model))
+        report(outs[-1])
+        print()
+    if len(outs) > 1:
+        side_by_side(outs)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(outs[0] if len(outs) == 1 else outs, indent=2) + "\n")
+    return 0
+
+
+def run(args, model: str) -> dict:
+    """The whole benchmark on one base: its own Ray and Serve, started and shut down here."""
+    adapter = find_or_train_adapter(args.adapter, args.rank, model)
     fresh = copies(adapter, SWAPS)  # adapters the replica has not loaded: one per swap
     other = fresh[0]
     log(f"adapter {adapter}")
@@ -432,10 +454,29 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    report(out)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    return out
+
+
+def side_by_side(outs: list[dict]) -> None:
+    """One table, a column per base: the figures each run's report computed (report() fills out["ratios"])."""
+    by = [{(r["batch"], r["clients"]): r for r in o["load"]} for o in outs]
+    rows = [("req/s, batch 16, 16 clients", [b[(16, 16)]["req_per_s"] for b in by], "{:.2f}"),
+            ("req/s, batch 1, 16 clients", [b[(1, 16)]["req_per_s"] for b in by], "{:.2f}"),
+            ("tokens/s, batch 16, 16 clients", [b[(16, 16)]["tokens_per_s"] for b in by], "{:.1f}"),
+            ("batched / unbatched at 16 clients", [o["ratios"]["batching_x16"] for o in outs], "{:.2f}x"),
+            ("direct Engine.generate p50 (s)", [o["direct_p50_s"] for o in outs], "{:.3f}"),
+            ("Serve overhead, /v1/completions", [o["ratios"]["serve_overhead"] for o in outs], "{:+.1%}"),
+            ("swap (s) vs reload (s) over HTTP", [f"{o['swap_http_s']:.2f} vs {o['reload_http_s']:.2f}" for o in outs],
+             "{}"),
+            ("reload / swap", [o["ratios"]["swap_vs_reload"] for o in outs], "{:.1f}x"),
+            ("replicas 1 -> peak -> end", [f"1 -> {o['ratios']['replicas_peak']} -> {o['ratios']['replicas_end']}"
+                                           for o in outs], "{}")]
+    names = [str(o.get("model", "?")).removeprefix("embedded:") for o in outs]
+    width = max(26, *map(len, names))
+    print("side by side, each base with its own adapter (rank, new tokens and requests as above):")
+    print(f"{'':<34}" + "".join(f"{n:>{width}}" for n in names))
+    for label, values, fmt in rows:
+        print(f"{label:<34}" + "".join(f"{fmt.format(v):>{width}}" for v in values))
 
 
 def report(out: dict) -> None:

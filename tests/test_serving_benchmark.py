@@ -1,6 +1,8 @@
 """benchmarks/serving.py's arithmetic and verdicts on synthetic figures (the run itself takes ~10 min)."""
 
-from benchmarks.serving import _pct, parse_args, report
+import pytest
+
+from benchmarks.serving import _pct, parse_args, report, side_by_side
 
 
 def _figures(ramp: list[int]) -> dict:
@@ -43,3 +45,27 @@ def test_percentiles_and_defaults():
     assert _pct(values, 50) == 51.0 and _pct(values, 99) == 99.0 and _pct([3.0], 99) == 3.0
     args = parse_args([])
     assert args.requests == 128 and args.new_tokens == 32 and args.ramp_clients == 8
+
+
+def test_two_bases_side_by_side_in_one_table(capsys):
+    micro, smol = _figures([1, 2, 1]), _figures([1, 2, 2])
+    micro["model"], smol["model"] = "embedded:micro-llama", "embedded:smollm2-135m-instruct"
+    for row in smol["load"]:  # the 135 M model: slower, and batching shares more of it
+        row["req_per_s"] = row["req_per_s"] / 4 if row["batch"] == 1 else row["req_per_s"] / 2
+    for out in (micro, smol):
+        report(out)
+    capsys.readouterr()
+    side_by_side([micro, smol])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "micro-llama" in line)
+    assert header.index("micro-llama") < header.index("smollm2-135m-instruct")
+    row = next(line for line in lines if line.startswith("batched / unbatched at 16 clients"))
+    assert row.split()[-2:] == ["4.00x", "8.00x"]  # 8/2 and (8/2)/(2/4)
+    assert next(line for line in lines if line.startswith("replicas")).endswith("1 -> 2 -> 2")
+
+
+def test_models_default_and_one_adapter_for_one_base():
+    assert parse_args([]).model == ["embedded:micro-llama"]
+    assert parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
+    with pytest.raises(SystemExit):
+        parse_args(["--adapter", "x", "--model", "a", "--model", "b"])
