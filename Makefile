@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sandbox-deps smollm2 cluster demo trial trial-smollm2 sweep-smollm2 stop test bench bench-sweep \
+.PHONY: setup sandbox-deps smollm2 cluster demo trial trial-smollm2 trial-smollm2-code sweep-smollm2 sweep-smollm2-code stop test bench bench-sweep \
 	bench-sandbox model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
@@ -24,6 +24,7 @@ DASHBOARD ?= http://127.0.0.1:8265
 SWEEP ?= configs/sweeps/sql_smoke.yaml
 CODE_SWEEP ?= configs/sweeps/code_smoke.yaml
 SWEEP_SMOLLM2 ?= configs/sweeps/sql_smollm2_smoke.yaml
+SWEEP_SMOLLM2_CODE ?= configs/sweeps/code_smollm2_smoke.yaml
 
 setup: sandbox-deps $(VENV)/.installed
 
@@ -85,6 +86,13 @@ trial: setup  # one QLoRA trial, no Ray (~10 minutes on 2 cores)
 trial-smollm2: smollm2  # SmolLM2 on sql-create-context, scored on Spider dev: 30 minutes of training + evaluation
 	$(PY) -m shared.trial --config configs/sql_smollm2.yaml $(SMOLLM2_DATA)
 
+# SmolLM2 on MBPP's train split, pass@1 on MBPP test beside the base; then HumanEval, adapter and base
+trial-smollm2-code: smollm2
+	$(PY) -m shared.trial --config configs/code_smollm2.yaml data.source=$(SHARED_DATA)/mbpp/mbpp.jsonl \
+		output.name=code-smollm2
+	$(PY) -m shared.evaluate --model artifacts/trials/code-smollm2 --benchmark humaneval --data-dir $(SHARED_DATA) \
+		--max-new-tokens 256 --out artifacts/trials/code-smollm2/humaneval.json
+
 # The SmolLM2 sweep as a Ray job (its own storage, so the micro model's served winners stay), then its winner
 # served by the same app and asked a Spider question with its schema.
 SMOLLM2_STORAGE ?= ~/qlora-sweeps-smollm2
@@ -93,6 +101,12 @@ sweep-smollm2: smollm2 cluster
 		$(SWEEP_SMOLLM2) storage_path=$(SMOLLM2_STORAGE) $(addprefix trial.overrides.,$(SMOLLM2_DATA))
 	$(PY) -m serving.demo --address $(DASHBOARD) --storage-path $(SMOLLM2_STORAGE) \
 		--sql-example $(SHARED_DATA)/spider/dev_14db.jsonl
+
+# The same on code: MBPP's train split, pass@1 on its validation split at the rungs (no demo: the Serve app's
+# code route is shown by `make demo`).
+sweep-smollm2-code: smollm2 cluster
+	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config \
+		$(SWEEP_SMOLLM2_CODE) storage_path=$(SMOLLM2_STORAGE) trial.overrides.data.source=$(SHARED_DATA)/mbpp/mbpp.jsonl
 
 test: setup smollm2
 	$(PY) -m pytest -q
