@@ -29,6 +29,7 @@ from sweeps import memory, space as space_mod
 from sweeps.trials import TASK_METRIC, flatten  # TASK_METRIC: the task's dev accuracy, the default objective
 
 OBJECTIVE = "sweep/objective"  # the metric Tune, ASHA and Optuna see (see Objective.value)
+URI_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]+@", re.I)  # scheme://user:password@host
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "file")
 
 
@@ -118,6 +119,24 @@ class FaultConfig(_Section):
     crash_at_step: int = Field(1, gt=0)  # right after the first rung report at or after this step
 
 
+class TrackingConfig(_Section):
+    """MLflow: a run per trial (sweeps/tracking.py); the optional extra `.[mlflow]`. Off by default."""
+
+    mlflow: bool = False
+    # A tracking server (http://host:5000) or database URI; default sqlite:///<storage_path>/mlflow.db, which
+    # needs a local storage_path. Credentials come from the environment (MLFLOW_TRACKING_TOKEN), never here.
+    uri: str | None = None
+    experiment: str | None = None  # default: the sweep's name
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v):
+        if v and URI_CREDENTIALS.search(v):
+            raise ValueError("tracking.uri: holds credentials (user:password@); put them in MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
+        return v
+
+
 class SweepConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the sweep id is <name>-<UTC time>
     trial: TrialRef
@@ -138,6 +157,7 @@ class SweepConfig(_Section):
     # True when storage_path is a folder every node mounts at the same path (NFS): then a local path is allowed
     # on a cluster of several nodes. Otherwise such a cluster needs an object-store URI (check_cluster).
     storage_shared: bool = False
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     fault: FaultConfig = Field(default_factory=FaultConfig)
 
     @field_validator("space", mode="before")
@@ -164,6 +184,9 @@ class SweepConfig(_Section):
                 f"search.max_concurrent ({self.search.max_concurrent}) is above search.num_trials "
                 f"({self.search.num_trials})"
             )
+        if self.tracking.mlflow and not self.tracking.uri and self.is_uri:
+            raise ValueError(f"tracking.uri: storage_path {self.storage_path!r} is object storage, where no MLflow "
+                             "database can live; name a tracking server (tracking.uri: http://host:5000)")
         s = self.scheduler
         if s.grace_period_steps % s.eval_every_steps:
             raise ValueError(

@@ -94,7 +94,11 @@ def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
         time_attr="train/steps", metric=OBJECTIVE, mode=mode, max_t=p.trial.train.max_steps,
         grace_period=cfg.scheduler.grace_period_steps, reduction_factor=cfg.scheduler.reduction_factor,
     )
+    from sweeps import tracking
+
     keep = cfg.checkpoint.keep_per_trial
+    callbacks = [SweepMetrics(sweep_id, OBJECTIVE, mode, p.trial.train.max_steps)]
+    runs = tracking.callback(cfg, sweep_id, p.trial.model.name_or_path, p.trial.data.task)
     return tune.Tuner(
         trainable(cfg, p.base),
         tune_config=tune.TuneConfig(
@@ -110,7 +114,7 @@ def make_tuner(cfg: SweepConfig, p: Plan, sweep_id: str, storage: str):
                 num_to_keep=keep, checkpoint_score_attribute=OBJECTIVE if keep else None,
                 checkpoint_score_order=mode,
             ),
-            callbacks=[SweepMetrics(sweep_id, OBJECTIVE, mode, p.trial.train.max_steps)],
+            callbacks=callbacks + ([runs] if runs else []),
         ),
     )
 
@@ -328,6 +332,11 @@ def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, score
             best, summary["selection"] = ranked[0], {"rescored": [], "why": f"re-scoring failed ({e}); the "
                                                      "leaderboard's first won"}
         summary["best_adapter"] = export_best(best, rows, sweep_id, sweep_dir, p)
+        if cfg.tracking.mlflow:
+            from sweeps import tracking
+
+            checkpoint, _ = best_checkpoint(best["_result"], p.objective.mode)
+            summary["mlflow_run"] = tracking.log_winner(cfg, sweep_id, best["trial_id"], checkpoint)
         task = p.trial.data.task
         try:
             summary["promotion"] = promote_winner(cfg, task, summary["best_adapter"], sweep_id, best, scorer)
@@ -424,6 +433,10 @@ def main(argv=None) -> int:
             if not cfg.is_uri:
                 sweep_dir = str(Path(sweep_dir).expanduser().resolve())
         p = plan(cfg, base)
+        if cfg.tracking.mlflow and not args.check:
+            from sweeps.tracking import require_mlflow
+
+            require_mlflow()  # here, before any trial: the driver is what logs
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -58,7 +58,8 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
     storage = Path(cluster["storage"]) / "job-sweep"
     cmd = [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), "--",
            sys.executable, "-m", "sweeps.run", "--config",
-           *_sweep_args(cluster, "search.num_trials=5", "fault.crash_trial=1", "fault.crash_at_step=6", storage=storage)]
+           *_sweep_args(cluster, "search.num_trials=5", "fault.crash_trial=1", "fault.crash_at_step=6",
+                        "tracking.mlflow=true", storage=storage)]
     job = subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            cwd=REPO)
     scraped = []  # the sweep's own metrics, read from the cluster's Prometheus endpoint while the job runs
@@ -114,6 +115,19 @@ def test_job_sweep_stops_early_retries_a_crash_and_exports_a_loadable_best_adapt
     assert Path(latest["adapter"]) == best and latest["sweep_id"] == sweep.name
     assert (storage / "latest" / "sql").resolve() == best.resolve()
     assert Path(last["report"]).is_file() and (sweep / "report" / "leaderboard.csv").is_file()
+
+    # tracking.mlflow: a run per trial in the default store beside the sweeps, the winner's adapter in its run
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{storage.resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sql-smoke")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep.name}'")}
+    assert len(runs) == 5 and sorted(r.info.status for r in runs.values()) == ["FAILED"] + ["FINISHED"] * 4
+    winner = runs[summary["mlflow_run"]]
+    assert winner.data.tags["trial_id"] == card["sweep"]["trial_id"]
+    assert winner.data.params["lora.rank"] == str(card["config"]["lora"]["rank"])
+    assert client.get_metric_history(winner.info.run_id, "sweep/objective")[0].step in (6, 12, 24)
+    assert "adapter/card.json" in {f.path for f in client.list_artifacts(winner.info.run_id, "adapter")}
 
     peak: dict[str, float] = {}  # the highest count seen per state while the job ran
     for line in scraped:
