@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sandbox-deps smollm2 cluster demo trial trial-smollm2 trial-smollm2-code sweep-smollm2 sweep-smollm2-code stop test bench bench-sweep \
+.PHONY: setup sandbox-deps prometheus-deps smollm2 cluster demo trial trial-smollm2 trial-smollm2-code sweep-smollm2 sweep-smollm2-code stop test bench bench-sweep \
 	bench-sandbox model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
@@ -27,6 +27,17 @@ SWEEP_SMOLLM2 ?= configs/sweeps/sql_smollm2_smoke.yaml
 SWEEP_SMOLLM2_CODE ?= configs/sweeps/code_smollm2_smoke.yaml
 
 setup: sandbox-deps $(VENV)/.installed
+
+# The cluster's Prometheus (sweeps/prometheus.py): Debian's package, installed by root with apt-get; anyone else
+# is told, and the cluster runs without it.
+prometheus-deps:
+	@if command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null; \
+	else \
+		echo "NOTE: no prometheus: the cluster keeps no metrics history (sudo apt-get install prometheus)" >&2; \
+	fi
 
 # The Python sandbox (shared/execution/boundary.py) runs model-written code inside bubblewrap with a
 # libseccomp filter, and refuses to run without them. Root installs them with apt-get; anyone else is
@@ -66,7 +77,7 @@ SMOLLM2_DATA = data.source=$(SHARED_DATA)/sql_create_context/spider_intersect_tr
 
 # A local Ray head (token auth, its token made first; every Ray service on 127.0.0.1, dashboard :8265),
 # unless a dashboard already answers there; returns when jobs can be submitted.
-cluster: setup
+cluster: setup prometheus-deps
 	$(PY) -m sweeps.local_cluster
 
 # The main job on the embedded default: the smoke sweeps (SQL, then code) submitted to the local cluster
@@ -79,6 +90,7 @@ demo: cluster
 
 stop:
 	ray stop
+	$(PY) -m sweeps.prometheus --stop
 
 trial: setup  # one QLoRA trial, no Ray (~10 minutes on 2 cores)
 	$(PY) -m shared.trial --config configs/sql_micro.yaml
@@ -108,7 +120,7 @@ sweep-smollm2-code: smollm2 cluster
 	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config \
 		$(SWEEP_SMOLLM2_CODE) storage_path=$(SMOLLM2_STORAGE) trial.overrides.data.source=$(SHARED_DATA)/mbpp/mbpp.jsonl
 
-test: setup smollm2
+test: setup smollm2 prometheus-deps
 	$(PY) -m pytest -q
 
 bench: setup

@@ -1,6 +1,7 @@
 """A local Ray head for the quick start, ready for `ray job submit` and `serve deploy` when this returns.
 
-    python -m sweeps.local_cluster          # `make cluster`: ray start --head unless a dashboard answers
+    python -m sweeps.local_cluster          # `make cluster`: ray start --head unless a dashboard answers,
+                                            # then its Prometheus (sweeps/prometheus.py) unless one answers
 
 `ray start --head` returns before the dashboard and its job agent listen; a job submitted in that gap
 fails with "No available agent to submit job". This waits for both ports. Token authentication stays on: the
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from shared import ray_local
+from sweeps import prometheus
 from shared.ray_local import loopback_env
 
 # Listening ports of the local default allowed on an address other than loopback, by process name, and why.
@@ -58,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=6379, help="the GCS port (Ray's default)")
     ap.add_argument("--temp-dir", help="Ray's session folder (default: Ray's, /tmp/ray)")
     ap.add_argument("--timeout", type=float, default=180)
+    ap.add_argument("--prometheus-port", type=int, default=prometheus.DEFAULT_PORT,
+                    help="where the cluster's Prometheus listens (sweeps/prometheus.py; 0: none)")
     args = ap.parse_args(argv)
     if listening(args.dashboard_port):
         print(f"a Ray dashboard already answers at http://127.0.0.1:{args.dashboard_port}")
@@ -69,6 +73,8 @@ def main(argv=None) -> int:
     if ray_local.main():  # the token, made if none exists; says where it is, or why it cannot be
         return 2
     env = loopback_env()
+    if args.prometheus_port:  # where the dashboard looks for it
+        env["RAY_PROMETHEUS_HOST"] = prometheus.url(args.prometheus_port)
     extra = {"temp_dir": args.temp_dir} if args.temp_dir else {}
     cmd = [str(Path(sys.executable).with_name("ray")),
            *ray_start_args(args.dashboard_port, args.agent_port, port=args.port, **extra)]
@@ -84,6 +90,8 @@ def main(argv=None) -> int:
         time.sleep(1)
     time.sleep(3)  # the agent registers itself with the head right after it listens
     print(f"Ray dashboard: http://127.0.0.1:{args.dashboard_port}")
+    if args.prometheus_port:
+        return prometheus.main(["--temp-dir", args.temp_dir or "/tmp/ray", "--port", str(args.prometheus_port)])
     return 0
 
 

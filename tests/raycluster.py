@@ -91,10 +91,12 @@ def beyond_loopback(sockets: list[tuple[str, str, int]]) -> list[tuple[str, str,
 
 
 @contextlib.contextmanager
-def local_cluster(num_cpus: int = 2, metrics_report_interval_ms: int | None = None, **extra):
+def local_cluster(num_cpus: int = 2, metrics_report_interval_ms: int | None = None, prometheus_url: str | None = None,
+                  **extra):
     """A head started with `ray start --block` in a temp folder of its own. metrics_report_interval_ms shortens how
     often every process exports its metrics (Ray's default is every 10 s, and a gauge is only seen as it stood at
-    an export): a test that must see a short-lived value sets it."""
+    an export): a test that must see a short-lived value sets it. prometheus_url: where the dashboard looks for
+    a Prometheus (RAY_PROMETHEUS_HOST), as sweeps/local_cluster.py sets it."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
     ports = {name: _free_port() for name in ("gcs", "dashboard", "metrics", "client", "agent")}
     ensure_token()
@@ -102,6 +104,8 @@ def local_cluster(num_cpus: int = 2, metrics_report_interval_ms: int | None = No
     env.pop("RAY_ADDRESS", None)
     if metrics_report_interval_ms is not None:  # Ray reads RAY_<config name> in every process the head starts
         env["RAY_metrics_report_interval_ms"] = str(metrics_report_interval_ms)
+    if prometheus_url:
+        env["RAY_PROMETHEUS_HOST"] = prometheus_url
     log = open(Path(temp) / "ray-start.log", "w")
     args = ray_start_args(ports["dashboard"], ports["agent"], port=ports["gcs"], metrics_export_port=ports["metrics"],
                           ray_client_server_port=ports["client"], num_cpus=num_cpus, num_gpus=0)

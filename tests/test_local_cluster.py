@@ -5,6 +5,7 @@ list of exceptions, `sweeps.local_cluster.LOOPBACK_EXCEPTIONS`)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -73,14 +74,14 @@ def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_jo
     the token it made is mode 600 and never printed, a job submitted with that token runs, and no Ray process
     listens beyond 127.0.0.1 except the documented exceptions."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under ~100 chars
-    dashboard, gcs = _free_port(), _free_port()
+    dashboard, gcs, prom = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env["HOME"] = str(empty_home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # as the Makefile does: the job's python
     try:
         started = subprocess.run(
             [sys.executable, "-m", "sweeps.local_cluster", "--dashboard-port", str(dashboard),
-             "--agent-port", str(_free_port()), "--port", str(gcs), "--temp-dir", temp],
+             "--agent-port", str(_free_port()), "--port", str(gcs), "--temp-dir", temp, "--prometheus-port", str(prom)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert started.returncode == 0, started.stdout + started.stderr
         token = empty_home / ".ray" / "auth_token"
@@ -100,6 +101,8 @@ def test_make_cluster_from_an_empty_home_listens_on_loopback_only_and_takes_a_jo
         sockets = listening_sockets(cluster_pids(temp, f"127.0.0.1:{gcs}"))
         ports = {port for _, _, port in sockets}
         assert {gcs, dashboard} <= ports and len(sockets) >= 5, sockets  # GCS, raylet, dashboard, agent, client
+        if shutil.which("prometheus"):  # the cluster's Prometheus (sweeps/prometheus.py), on loopback too
+            assert prom in ports and f"Prometheus: http://127.0.0.1:{prom}" in started.stdout, started.stdout
         assert not any(ip not in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in sockets), sockets  # no Serve here
         assert not beyond_loopback(sockets)
     finally:
