@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     time.sleep(3)  # the agent registers itself with the head right after it listens
     print(f"Ray dashboard: http://127.0.0.1:{args.dashboard_port}")
     if args.prometheus_port:
-        return prometheus.main(["--temp-dir", args.temp_dir or "/tmp/ray", "--port", str(args.prometheus_port)])
+        return prometheus.main(["--temp-dir", args.temp_dir or prometheus.RAY_TEMP, "--port", str(args.prometheus_port)])
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 DEFAULT_PORT = 9090
 SD_FILE = "prom_metrics_service_discovery.json"  # what Ray writes into its temp dir (ray_constants)
 HOST = "127.0.0.1"
+RAY_TEMP = "/tmp/ray"  # Ray's default temp dir, where `ray start` writes SD_FILE
 
 
 def url(port: int = DEFAULT_PORT) -> str:
@@ -56,7 +57,7 @@ def home(temp_dir: str | Path) -> Path:
     return Path(temp_dir) / "prometheus"
 
 
-def start(temp_dir: str | Path = "/tmp/ray", port: int = DEFAULT_PORT, scrape_s: float = 5.0,
+def start(temp_dir: str | Path = RAY_TEMP, port: int = DEFAULT_PORT, scrape_s: float = 5.0,
           timeout: float = 60.0) -> subprocess.Popen | None:
     """Starts Prometheus for the cluster whose temp dir this is, in a session of its own (it outlives this
     process, as the Ray head does); returns it once ready, or None where there is no binary."""
@@ -83,7 +84,7 @@ def start(temp_dir: str | Path = "/tmp/ray", port: int = DEFAULT_PORT, scrape_s:
     return proc
 
 
-def stop(temp_dir: str | Path = "/tmp/ray") -> bool:
+def stop(temp_dir: str | Path = RAY_TEMP) -> bool:
     """Stops the Prometheus this module started for that temp dir; False when none was running."""
     pid_file = home(temp_dir) / "prometheus.pid"
     try:
@@ -100,7 +101,7 @@ def stop(temp_dir: str | Path = "/tmp/ray") -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sweeps.prometheus", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--temp-dir", default="/tmp/ray", help="the Ray head's temp dir (default: Ray's, /tmp/ray)")
+    ap.add_argument("--temp-dir", default=RAY_TEMP, help="the Ray head's temp dir (default: Ray's, /tmp/ray)")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--scrape-s", type=float, default=5.0, help="scrape interval in seconds (default 5)")
     ap.add_argument("--stop", action="store_true", help="stop the one started for --temp-dir")

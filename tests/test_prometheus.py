@@ -72,8 +72,8 @@ def test_prometheus_scrapes_the_cluster_and_the_projects_metrics_and_the_dashboa
             assert targets and all(t["labels"]["job"] == "ray" for t in targets)
             up = [t for t in targets if t["health"] == "up"]
             assert up and all(urllib.parse.urlsplit(t["scrapeUrl"]).hostname == "127.0.0.1" for t in targets)
-            listen = [line for line in Path(cluster["temp"], "prometheus", "prometheus.yml").read_text().splitlines()]
-            assert any("prom_metrics_service_discovery.json" in line for line in listen)
+            config = Path(cluster["temp"], "prometheus", "prometheus.yml").read_text()
+            assert str(Path(cluster["temp"]) / prometheus.SD_FILE) in config
 
             # the dashboard, started with RAY_PROMETHEUS_HOST, finds it (token auth: the cluster's token)
             from shared.ray_local import token_path
