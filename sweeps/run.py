@@ -205,7 +205,7 @@ def export_best(row: dict, rows: list[dict], sweep_id: str, sweep_dir: str, p: P
 
 def score(target, examples: list[dict], threads: int) -> list[bool]:
     """Per-example correctness of an adapter: a Tune checkpoint (a trial's best rung) or a folder/URI."""
-    from sweeps.heldout import score_adapter
+    from shared.heldout import score_adapter
 
     if isinstance(target, str):
         return score_adapter(target, examples, threads)
@@ -225,7 +225,7 @@ def remote_scorer(cfg: SweepConfig):
 def select_winner(ranked: list[dict], cfg: SweepConfig, p: Plan, scorer) -> tuple[dict, dict]:
     """The top selection.top_k trials re-scored at their best rung on a larger dev slice; the winner has the
     best lower bound of its accuracy's Wilson interval (ties: higher accuracy, then leaderboard position)."""
-    from sweeps.heldout import wilson
+    from shared.heldout import wilson
 
     k, conf = min(cfg.selection.top_k, len(ranked)), cfg.selection.confidence
     if k < 2 or p.objective.metric not in TASK_METRIC.values():
@@ -258,12 +258,12 @@ def select_winner(ranked: list[dict], cfg: SweepConfig, p: Plan, scorer) -> tupl
 
 
 def promote_winner(cfg: SweepConfig, task: str, adapter: str, sweep_id: str, row: dict, scorer) -> dict:
-    """The gate of sweeps/promote.py on the frozen held-out set: latest/<task> moves only if the winner is
+    """The gate of shared/promotion.py on the frozen held-out set: latest/<task> moves only if the winner is
     shown better than what it names (or it names nothing)."""
     if not cfg.promotion.enabled:
         return {"action": "skipped", "why": "promotion.enabled is false: latest was left as it was"}
-    from sweeps.heldout import examples_digest, heldout_examples
-    from sweeps.promote import promote
+    from shared.heldout import examples_digest, heldout_examples
+    from shared.promotion import promote
 
     examples = heldout_examples(adapter, cfg.promotion.split, cfg.promotion.examples)
     return promote(cfg.storage_path, task, adapter, scorer=scorer, examples=examples,

@@ -1,5 +1,5 @@
-"""Promotion gated by a paired test, recorded and reversible (sweeps/promote.py), and the statistics behind it
-and behind the winner's choice (sweeps/heldout.py). No Ray, no model: the adapters are folders with a card, and
+"""Promotion gated by a paired test, recorded and reversible (shared/promotion.py, its command line
+sweeps/promote.py), and the statistics behind it and behind the winner's choice (shared/heldout.py). No Ray, no model: the adapters are folders with a card, and
 the scorer returns each adapter's fixed per-example results, so the decisions are checked exactly; the scorer
 on real adapters is run by the sweep tests."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from shared import storage
-from sweeps.heldout import examples_digest, paired_test, wilson
-from sweeps.promote import main, promote, read_history, rollback
+from shared.heldout import examples_digest, paired_test, wilson
+from shared.promotion import promote, read_history, rollback
+from sweeps.promote import main
 
 
 def test_wilson_interval_matches_known_values():

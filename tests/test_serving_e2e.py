@@ -343,9 +343,10 @@ def test_gated_promotion_and_rollback_under_traffic_fail_no_request(served):
     """sweeps.promote on the served storage while a client sends requests: a candidate the paired test does
     not show better is refused and the served adapter stays; forced, it is served; rolled back, the one
     before is served again. Every request of the client answers 200, and no replica restarts."""
-    from sweeps.heldout import examples_digest, heldout_examples
+    from shared.heldout import examples_digest, heldout_examples
     from shared.storage import read_latest
-    from sweeps.promote import local_scorer, promote, read_history, rollback
+    from shared.promotion import promote, read_history, rollback
+    from sweeps.promote import local_scorer
 
     storage = str(served["storage"])
     current = read_latest(storage, "sql")["adapter"]

@@ -2,7 +2,7 @@
 
 Two decisions use them. The winner (sweeps/run.py): the top trials re-scored on a larger dev slice than the
 rungs saw, the winner being the one with the best lower confidence bound of its accuracy, so a trial lucky on
-a 16-200 example slice does not win by its luck. Promotion (sweeps/promote.py): a candidate replaces the served
+a 16-200 example slice does not win by its luck. Promotion (shared/promotion.py): a candidate replaces the served
 adapter only if it beats it on a frozen held-out set (the test split's first N examples, the same for both
 adapters, its digest recorded) by a paired test.
 
