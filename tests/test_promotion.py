@@ -1,7 +1,7 @@
 """Promotion gated by a paired test, recorded and reversible (shared/promotion.py, its command line
-sweeps/promote.py), and the statistics behind it and behind the winner's choice (shared/heldout.py). No Ray, no model: the adapters are folders with a card, and
-the scorer returns each adapter's fixed per-example results, so the decisions are checked exactly; the scorer
-on real adapters is run by the sweep tests."""
+sweeps/promote.py), and the statistics behind it and behind the winner's choice (shared/heldout.py). No Ray, no
+model: the adapters are folders with a card, and the scorer returns each adapter's fixed per-example results, so
+the decisions are checked exactly; the scorer on real adapters is run by the sweep tests."""
 
 from __future__ import annotations
 
