@@ -499,6 +499,7 @@ def report_from_records(records: list[TrialRecord], out_dir: Path, objective: st
         "num_trials": len(records),
         "state_counts": _counts(rows),
         "importances": importances,
+        "importance_note": importance_note,
         "best": best,
     }
 

@@ -39,14 +39,13 @@ if __package__ in (None, ""):  # run as a script (`python sweeps/run.py`): make 
 
 from shared.config import ConfigError  # noqa: E402
 from shared.storage import join, latest_pointer, put_dir, read_text, write_text  # noqa: E402
+from shared.sweep_store import BEST, REPORT, SUMMARY, SWEEP_STATE, TRIAL_PREFIX  # noqa: E402
 from sweeps.config import (  # noqa: E402
     OBJECTIVE, Plan, SweepConfig, check_cluster, load_sweep, plan, resolve_storage, rungs,
 )
 from sweeps.space import to_overrides  # noqa: E402
 from sweeps.trials import TASK_METRIC, TRIAL_NUMBER, flatten, rank_key, trial_state  # noqa: E402
 
-SWEEP_STATE = "sweep.json"
-BEST = "best_adapter"
 
 
 # ------------------------------------------------------------------------------------------- tuning
@@ -55,7 +54,7 @@ BEST = "best_adapter"
 def trial_dirname(trial) -> str:
     """trial-003-1a2b3c4d: the Optuna trial number first, so folders and the live table sort in sampling
     order and name the same trial as the leaderboard. Also the trial's name."""
-    return f"trial-{trial.config.get(TRIAL_NUMBER, 0):03d}-{trial.trial_id}"
+    return f"{TRIAL_PREFIX}{trial.config.get(TRIAL_NUMBER, 0):03d}-{trial.trial_id}"
 
 
 def trainable(cfg: SweepConfig, base: dict):
@@ -298,11 +297,12 @@ def decision_notes(summary: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan, notes: str = "") -> str | None:
+def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan, notes: str = "") -> tuple[str, dict]:
     """Leaderboard (CSV + Markdown) and plots, by sweeps/report.py (written by another engineer).
 
     Ranked on sweep/objective, as summarize() ranks, so its #1 is the exported adapter. Returns the path of
-    report.md. On a URI the report is written locally, then uploaded."""
+    report.md and the parameter importances ({"values": {param: importance}, "note": how, or why none}). On a
+    URI the report is written locally, then uploaded."""
     from sweeps import report
 
     trial_overrides = (shlex.quote(f"{k}={v}") for k, v in flatten(cfg.trial.overrides).items())
@@ -310,11 +310,14 @@ def write_report(grid, sweep_dir: str, cfg: SweepConfig, p: Plan, notes: str = "
     kwargs = dict(objective=OBJECTIVE, mode=p.objective.mode, max_steps=p.trial.train.max_steps, rerun=rerun,
                   notes=notes)
     if "://" not in sweep_dir:
-        return report.write_report(grid, str(Path(sweep_dir) / "report"), **kwargs)["report_md"]
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        report.write_report(grid, tmp, **kwargs)
-        put_dir(Path(tmp), join(sweep_dir, "report"))
-    return join(sweep_dir, "report", "report.md")
+        out = report.write_report(grid, str(Path(sweep_dir) / REPORT), **kwargs)
+        where = out["report_md"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+            out = report.write_report(grid, tmp, **kwargs)
+            put_dir(Path(tmp), join(sweep_dir, REPORT))
+        where = join(sweep_dir, REPORT, "report.md")
+    return where, {"values": out["importances"], "note": out["importance_note"]}
 
 
 def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, scorer=None) -> dict:
@@ -346,9 +349,9 @@ def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, score
         summary["latest"] = latest_pointer(cfg.storage_path, task)
         _, metrics = best_checkpoint(best["_result"], p.objective.mode)
         summary["best_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and "/" in k}
-    summary["report"] = write_report(grid, sweep_dir, cfg, p, notes=decision_notes(summary))
+    summary["report"], summary["importances"] = write_report(grid, sweep_dir, cfg, p, notes=decision_notes(summary))
     summary["trials"] = [{k: v for k, v in r.items() if k != "_result"} for r in rows]
-    write_text(join(sweep_dir, "summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(join(sweep_dir, SUMMARY), json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 
