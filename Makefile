@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # A GPU user installs the CUDA build of torch into $(VENV) first; it is then left as it is.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sandbox-deps prometheus-deps smollm2 cluster demo trial trial-smollm2 trial-smollm2-code sweep-smollm2 sweep-smollm2-code stop test bench bench-sweep \
+.PHONY: setup sandbox-deps prometheus-deps browser-deps smollm2 cluster demo trial trial-smollm2 trial-smollm2-code sweep-smollm2 sweep-smollm2-code stop test bench bench-sweep \
 	bench-sandbox model clean
 
 # The venv's bin first: `ray start` hands this PATH to its workers, so the `python` of a job's entrypoint
@@ -37,6 +37,17 @@ prometheus-deps:
 			prometheus >/dev/null) || echo "NOTE: apt-get could not install prometheus: the cluster runs without" >&2; \
 	else \
 		echo "NOTE: no prometheus: the cluster keeps no metrics history (sudo apt-get install prometheus)" >&2; \
+	fi
+
+# The page's browser tests (tests/test_page.py): Debian's Chromium, driven headless by Playwright, which never
+# downloads a browser here. Root installs it with apt-get; anyone else is told, and those tests skip.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null) || echo "NOTE: apt-get could not install chromium: the page's browser tests skip" >&2; \
+	else \
+		echo "NOTE: no chromium: the page's browser tests skip (sudo apt-get install chromium)" >&2; \
 	fi
 
 # The Python sandbox (shared/execution/boundary.py) runs model-written code inside bubblewrap with a
@@ -120,7 +131,7 @@ sweep-smollm2-code: smollm2 cluster
 	ray job submit --address $(DASHBOARD) --working-dir . -- python sweeps/run.py --config \
 		$(SWEEP_SMOLLM2_CODE) storage_path=$(SMOLLM2_STORAGE) trial.overrides.data.source=$(SHARED_DATA)/mbpp/mbpp.jsonl
 
-test: setup smollm2 prometheus-deps
+test: setup smollm2 prometheus-deps browser-deps
 	$(PY) -m pytest -q
 
 bench: setup

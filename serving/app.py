@@ -9,8 +9,9 @@ One shape from HTTP to the engine: a route validates its body (serving/schemas.p
 (serving/registry.py), renders the prompt (shared/prompts.py), checks the limits, and sends a typed
 `serving.engine.Job` to the model deployment, which batches it continuously with everyone else's.
 Failures become one JSON error shape (serving/errors.py); the body cap, request metrics, API key and the
-offline docs are serving/http.py. `Api`'s user_config carries adapters/defaults/traffic and limits, so
-`serve deploy` with a new split (a canary, a rollback) or new limits reconfigures it in place.
+offline docs are serving/http.py; the page at /ui is serving/ui.py. `Api`'s user_config carries
+adapters/defaults/traffic and limits, so `serve deploy` with a new split (a canary, a rollback) or new limits
+reconfigures it in place.
 
 Routes run without Ray too: `create_app()` + `install(app, Service(generator, cfg))` with any object that
 has the Generator's `generate(job, folder)` and `stream(job, folder)` (the route tests pass a fake).
@@ -30,7 +31,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 from ray import serve
 
-from serving import errors
+from serving import errors, ui
 from serving.config import AppConfig, load_app_config
 from serving.engine import Job, Output, base_key
 from serving.errors import APIError
@@ -451,6 +452,7 @@ def create_app() -> FastAPI:
     app.add_middleware(CapBodyAndCount)
     install_docs(app)
     app.include_router(router)
+    app.mount(ui.PATH, ui.PageMount())  # the page; built at its first request (page.enabled: false -> 404)
     app.openapi = lambda: _spec(app)
     return app
 

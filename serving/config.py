@@ -89,6 +89,15 @@ class Split(_Section):
     weight: float = Field(gt=0)
 
 
+class Page(_Section):
+    """The app's page (serving/ui.py): sweeps, served adapters, a playground, live metrics."""
+
+    enabled: bool = True  # /ui; behind the API key when the server has one (the login's password)
+    # Where the live metrics come from: a Prometheus scraping the cluster (sweeps/local_cluster.py starts one).
+    prometheus_url: str = "http://127.0.0.1:9090"
+    metrics_minutes: int = Field(15, gt=0, le=24 * 60)  # how far back the live charts go
+
+
 class AppConfig(_Section):
     # name -> adapter folder or latest:<task>; the names requests use.
     adapters: dict[str, str] = Field(min_length=1)
@@ -102,6 +111,7 @@ class AppConfig(_Section):
     batching: Batching = Field(default_factory=Batching)
     model: ModelDeployment = Field(default_factory=ModelDeployment)
     api_key_env: str = Field("QLORA_SERVE_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    page: Page = Field(default_factory=Page)
 
     @field_validator("adapters")
     @classmethod

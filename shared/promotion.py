@@ -78,11 +78,14 @@ def _record(storage_path: str, task: str, entry: dict) -> dict:
 
 
 def promote(storage_path: str, task: str, candidate: str, *, scorer: Scorer, examples: list[dict], digest: str,
-            level: float, force: bool = False, source: str = "manual", extra: dict | None = None) -> dict:
-    """Gate, then move the pointer (or not); returns the recorded entry (action: promoted, rejected, kept)."""
+            level: float, force: bool = False, source: str = "manual", extra: dict | None = None,
+            who: str | None = None) -> dict:
+    """Gate, then move the pointer (or not); returns the recorded entry (action: promoted, rejected, kept).
+    who: recorded instead of user@host (the page's login name)."""
     current = (read_latest(storage_path, task) or {}).get("adapter")
     candidate = _location(candidate)
-    base = {"task": task, "from": current, "to": candidate, "source": source, **(extra or {})}
+    base = {"task": task, "from": current, "to": candidate, "source": source, **(extra or {}),
+            **({"who": who} if who else {})}
     if current == candidate:
         return _record(storage_path, task, {**base, "action": "kept", "why": "the candidate is already latest"})
     figures = None
@@ -109,9 +112,9 @@ def promote(storage_path: str, task: str, candidate: str, *, scorer: Scorer, exa
                                         "why": why, "figures": figures})
 
 
-def rollback(storage_path: str, task: str) -> dict:
+def rollback(storage_path: str, task: str, source: str = "manual", who: str | None = None) -> dict:
     """latest back to the adapter served before the current one: the `from` of the promotion that made the
-    current one latest. Repeated, it walks back through the promotions."""
+    current one latest. Repeated, it walks back through the promotions. who: recorded instead of user@host."""
     current = (read_latest(storage_path, task) or {}).get("adapter")
     made = [e for e in read_history(storage_path, task) if e["action"] == "promoted" and e["to"] == current]
     if current is None or not made or not made[-1]["from"]:
@@ -119,4 +122,4 @@ def rollback(storage_path: str, task: str) -> dict:
     previous = made[-1]["from"]
     point_latest(storage_path, task, previous, {"rolled_back_from": current})
     return _record(storage_path, task, {"task": task, "action": "rolled_back", "from": current, "to": previous,
-                                        "why": "rollback requested", "source": "manual"})
+                                        "why": "rollback requested", "source": source, **({"who": who} if who else {})})

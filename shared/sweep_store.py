@@ -16,6 +16,7 @@ import json
 
 from shared.storage import exists, fs_and_path, join, read_text
 
+OBJECTIVE = "sweep/objective"  # what every trial reports and ASHA compares: accuracy with a loss tie-break
 SWEEP_STATE = "sweep.json"
 SUMMARY = "summary.json"
 BEST = "best_adapter"
@@ -47,7 +48,7 @@ def read_json(storage_path: str, sweep_id: str, name: str) -> dict | None:
     return json.loads(read_text(where)) if exists(where) else None
 
 
-def trial_progress(storage_path: str, sweep_id: str) -> dict[str, "pandas.DataFrame"]:  # noqa: F821
+def trial_progress(storage_path: str, sweep_id: str) -> dict:
     """Each trial folder's progress.csv (one row per report: train/steps, the metrics), by folder name; a trial
     still training has the rows it has reported so far, one that never reported has none."""
     import pandas as pd

@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.config import ConfigError, TrialConfig, apply_overrides, read_yaml, validate
 from shared.paths import REPO_ROOT
 from shared.storage import URI, is_shared
+from shared.sweep_store import OBJECTIVE  # the metric Tune, ASHA and Optuna see (see Objective.value)
 from sweeps import memory, space as space_mod
 from sweeps.trials import TASK_METRIC, flatten  # TASK_METRIC: the task's dev accuracy, the default objective
 
-OBJECTIVE = "sweep/objective"  # the metric Tune, ASHA and Optuna see (see Objective.value)
 URI_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]+@", re.I)  # scheme://user:password@host
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "file")
 

@@ -325,8 +325,9 @@ def finish(grid, cfg: SweepConfig, p: Plan, sweep_id: str, sweep_dir: str, score
     summary.json. scorer: (adapter, examples) -> per-example correctness (default: a Ray task)."""
     rows = summarize(grid, p)
     ranked = [r for r in rows if r["position"] is not None]
-    summary = {"sweep_id": sweep_id, "objective": {"name": OBJECTIVE, "metric": p.objective.metric,
-                                                   "mode": p.objective.mode}, "sweep_folder": sweep_dir}
+    summary = {"sweep_id": sweep_id, "task": p.trial.data.task,
+               "objective": {"name": OBJECTIVE, "metric": p.objective.metric, "mode": p.objective.mode},
+               "sweep_folder": sweep_dir}
     if ranked:
         scorer = scorer or remote_scorer(cfg)
         try:
