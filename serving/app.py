@@ -219,7 +219,8 @@ async def healthz(svc: Service = SVC) -> Health:
 
 
 def _card(a) -> ModelCard:
-    return ModelCard(id=a.name, created=a.created, task=a.task, base_model=public_name(a.base_model))
+    return ModelCard(id=a.name, created=a.created, task=a.task, base_model=public_name(a.base_model),
+                     adapter_id=a.model_id)
 
 
 @router.get("/v1/models", response_model=ModelList, dependencies=AUTH, responses=_errors(401, 413, 500),

@@ -112,6 +112,7 @@ def main(argv=None) -> int:
         print(f"adapter:  {answer['adapter_id']}")
 
     print(f"\nendpoint:  {url}  (OpenAPI docs: {url}/docs; OpenAI-compatible: {url}/v1)")
+    print(f"page:      {url}/ui  (sweeps, served adapters, playground, live metrics)")
     print(f"dashboard: {args.address}  (Serve tab: the app, its replicas and logs)")
     print("stop:      serve shutdown -y   (or `make stop`: the whole local cluster)")
     return 0 if answered else 1

@@ -208,6 +208,7 @@ class ModelCard(BaseModel):
     task: str
     base_model: str = Field(description="the base the adapter was trained on: a hub id, embedded:<name>, or a local "
                             "folder's name")
+    adapter_id: str = Field(description="<name>@<digest of its folder>: changes when the name is promoted or rolled back")
 
 
 class ModelList(BaseModel):

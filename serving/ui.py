@@ -31,6 +31,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -41,6 +42,7 @@ from shared.sweep_store import OBJECTIVE
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported: no calls home
 
 PATH = "/ui"
+ROUTE = SimpleNamespace(path=PATH)  # what the request metrics (serving/http.py) read as the route
 TASKS = ("sql", "code")
 CURVES = (OBJECTIVE, "accuracy", "eval/loss")
 EXAMPLE_SCHEMA = ("CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);\n"
@@ -77,7 +79,10 @@ class PageMount:
                 if self.app is None:
                     self.app = await self._build(lambda: settings(scope.get("app")).service,
                                                  getattr(st, "key_hash", None))
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            scope["route"] = ROUTE  # the page's requests counted as one route in qlora_serve_requests, not per asset
 
     async def _build(self, service, key_hash: str | None):
         import gradio as gr
@@ -408,7 +413,7 @@ CHARTS = {
 }
 
 
-def prometheus_series(url: str, query: str, labels: tuple[str, ...], minutes: int, step_s: int = 15,
+def prometheus_series(url: str, query: str, labels: tuple[str, ...], minutes: int, step_s: int = 5,
                       default: str = "all") -> pd.DataFrame:
     """One query_range over the last minutes -> rows (time, value, series)."""
     import requests
@@ -478,7 +483,7 @@ def page(service):
             with gr.Row():
                 curves = gr.LinePlot(x="step", y="value", color="trial", label="Learning curves",
                                      elem_id="curves", scale=3)
-                importances = gr.BarPlot(x="parameter", y="importance", label="Parameter importances (PED-ANOVA)",
+                importances = gr.BarPlot(x="parameter", y="importance", label="Parameter importances (PED-ANOVA)", y_lim=[0, 1],
                                          elem_id="importances", scale=2)
 
             def list_sweeps():

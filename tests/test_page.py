@@ -27,6 +27,7 @@ from raycluster import RAY, _free_port, local_cluster
 REPO = Path(__file__).resolve().parent.parent
 SERVE = str(Path(RAY).with_name("serve"))
 KEY = "test-key-not-a-secret"
+SCHEMA = "CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT, age INTEGER)"
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
 
@@ -73,7 +74,7 @@ def live(tiny_model_dir, tmp_path_factory):
             job = subprocess.run(
                 [RAY, "job", "submit", "--address", c["dashboard"], "--working-dir", str(REPO), "--", sys.executable,
                  "-m", "sweeps.run", "--config", "configs/sweeps/sql_smoke.yaml", f"storage_path={storage}",
-                 f"trial.overrides.model.name_or_path={tiny_model_dir}", "search.num_trials=3"],
+                 f"trial.overrides.model.name_or_path={tiny_model_dir}"],
                 env=c["env"], cwd=REPO, capture_output=True, text=True, timeout=900)
             assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
             sweep_id = next(p.name for p in storage.iterdir() if p.name.startswith("sql-smoke-"))
@@ -111,7 +112,14 @@ def live(tiny_model_dir, tmp_path_factory):
 def _sql_model_id(url: str) -> str:
     r = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
     r.raise_for_status()
-    return next(m["id"] for m in r.json()["data"] if m["id"].startswith("sql@"))
+    return next(m["adapter_id"] for m in r.json()["data"] if m["id"] == "sql")
+
+
+def _login(page, user: str, password: str) -> None:
+    page.wait_for_selector("input[type=password]", timeout=60_000)
+    page.fill("input[type=text]", user)
+    page.fill("input[type=password]", password)
+    page.get_by_role("button", name="Login").click()
 
 
 def _text(page, selector: str) -> str:
@@ -124,7 +132,9 @@ def _wait_text(page, selector: str, *needles: str, timeout_s: float = 60) -> str
         text = _text(page, selector) if page.locator(selector).count() else ""
         if all(n in text for n in needles):
             return text
-        assert time.time() < deadline, f"{selector} never showed {needles}: {text!r}"
+        if time.time() > deadline:
+            page.screenshot(path=str(Path(os.environ.get("UI_SCREENSHOTS") or "/tmp") / "failed.png"), full_page=True)
+            raise AssertionError(f"{selector} never showed {needles}: {text!r}")
         page.wait_for_timeout(500)
 
 
@@ -146,21 +156,18 @@ def test_the_page_in_a_browser_shows_the_sweep_writes_sql_gates_and_rolls_back(l
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) else None)
         page.goto(f"{url}/ui/")
-        # the key, as the login's password
-        page.fill("input[type=text]", "tester")
-        page.fill("input[type=password]", "wrong")
-        page.keyboard.press("Enter")
-        page.wait_for_timeout(1500)
+        _login(page, "tester", "wrong")
+        page.wait_for_timeout(2000)
         assert page.locator("#leaderboard").count() == 0  # a wrong key shows nothing
-        page.fill("input[type=password]", KEY)
-        page.keyboard.press("Enter")
+        page.goto(f"{url}/ui/")
+        _login(page, "tester", KEY)  # the key, as the login's password
 
         # Sweeps: the sweep's trials, each once, with their states; its learning curves drawn
         table = _wait_text(page, "#leaderboard", "finished")
-        for t in summary["trials"]:
-            state = "stopped by ASHA" if t["state"] == "stopped" else t["state"]
-            assert state in table, (state, table)
-        assert len(page.locator("#leaderboard tbody tr").all()) == len(summary["trials"])
+        states = [f"stopped by ASHA at step {t['steps']}" if t["state"] == "stopped" else t["state"]
+                  for t in summary["trials"]]
+        for state in set(states):  # each trial once, with its state
+            assert table.count(state) == states.count(state), (state, table)
         assert live["sweep_id"] in _text(page, "#sweep-head")
         page.wait_for_selector("#curves svg.marks", timeout=30_000)
         page.screenshot(path=str(shots / "sweeps.png"), full_page=True)
@@ -195,11 +202,19 @@ def test_the_page_in_a_browser_shows_the_sweep_writes_sql_gates_and_rolls_back(l
         assert history[-1]["action"] == "rolled_back" and history[-1]["who"] == "tester (page)"
         assert "rolled_back" in _wait_text(page, "#history", "rolled_back")
 
-        # Live metrics: from the cluster's Prometheus, the app's request series among them
+        # Live metrics: from the cluster's Prometheus, after some traffic
+        for i in range(12):
+            r = requests.post(f"{url}/v1/sql", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                              json={"question": f"How many singers are older than {i}?", "schema": SCHEMA,
+                                    "max_tokens": 8})
+            assert r.status_code == 200, r.text
+            time.sleep(1)
         page.get_by_role("tab", name="Live metrics").click()
         if live["prometheus"]:
             _wait_text(page, "#metrics-status", "From Prometheus", timeout_s=60)
-            page.wait_for_selector("#metric-requests svg.marks", timeout=90_000)
+            for chart in ("requests", "latency", "tokens", "batch", "replicas"):
+                page.wait_for_selector(f"#metric-{chart} svg.marks", timeout=90_000)
+            _wait_text(page, "#metric-requests", "/v1/sql 200", timeout_s=60)  # the series of the requests above
         else:
             assert "did not answer" in _wait_text(page, "#metrics-status", "Prometheus")
         page.screenshot(path=str(shots / "metrics.png"), full_page=True)
@@ -231,3 +246,111 @@ def test_the_page_is_off_with_page_enabled_false_and_asks_for_the_key_when_there
         assert client.post("/ui/login", data={"username": "x", "password": "wrong"}).status_code == 400
         assert client.post("/ui/login", data={"username": "x", "password": KEY}).status_code == 200
         assert client.get("/ui/config").status_code == 200
+
+
+# ------------------------------------------------------------------ the views' data, without Ray or a browser
+
+
+def _sweep_folder(storage: Path, sweep_id: str, summary: dict | None, progress: dict[str, list[dict]]) -> None:
+    folder = storage / sweep_id
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"sweep_id": sweep_id, "config": {
+        "objective": {"eval_slice": 16}, "trial": {"overrides": {"train.max_steps": 24}},
+        "promotion": {"split": "dev", "examples": 5, "level": 0.1}}}))
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    for name, rows in progress.items():
+        (folder / name).mkdir()
+        keys = list(rows[0])
+        (folder / name / "progress.csv").write_text(
+            ",".join(keys) + "\n" + "\n".join(",".join(str(r[k]) for k in keys) for r in rows) + "\n")
+
+
+def test_the_sweep_view_says_why_each_trial_ended_and_gives_each_accuracy_its_interval(tmp_path):
+    from serving.ui import sweep_list, sweep_view
+    from shared.heldout import wilson
+
+    metric = "eval/sql_exec_acc"
+    trials = [
+        {"trial_number": 0, "state": "finished", "steps": 24, "objective": 0.5, metric: 0.5, "position": 1,
+         "sample": {"lora.rank": 8}},
+        {"trial_number": 1, "state": "stopped", "steps": 6, "objective": 0.25, metric: 0.25, "position": 2,
+         "sample": {"lora.rank": 32}},
+        {"trial_number": 2, "state": "failed", "steps": 3, "objective": None, metric: None, "position": None,
+         "error": "RuntimeError: out of memory", "sample": {"lora.rank": 64}},
+    ]
+    summary = {"sweep_id": "sql-x-20261205-010000", "task": "sql", "objective": {"metric": metric, "mode": "max"},
+               "selection": {"why": "trial 0 re-scored", "rescored": [
+                   {"trial_number": 0, "accuracy": 0.4, "n": 32, "interval": [0.25, 0.57]}]},
+               "promotion": {"action": "promoted", "why": "no adapter was served"},
+               "importances": {"values": {"lora.rank": 1.0}, "note": "PED-ANOVA over 3 trials"},
+               "best_adapter": "/x/sql-x-20261205-010000/best_adapter", "trials": trials}
+    progress = {"trial-000-aaaa": [{"train/steps": s, "sweep/objective": s / 48, metric: s / 48, "eval/loss": 3 - s / 12}
+                                   for s in (6, 12, 18, 24)],
+                "trial-001-bbbb": [{"train/steps": 6, "sweep/objective": 0.25, metric: 0.25, "eval/loss": 2.9}]}
+    _sweep_folder(tmp_path, "sql-x-20261205-010000", summary, progress)
+    _sweep_folder(tmp_path, "sql-y-20261205-020000", None, {"trial-000-cccc": [
+        {"train/steps": 6, "sweep/objective": 0.1, metric: 0.0, "eval/loss": 3.0}]})
+
+    assert sweep_list(str(tmp_path)) == ["sql-y-20261205-020000", "sql-x-20261205-010000"]  # newest first
+    head, rows, curves, importances = sweep_view(str(tmp_path), "sql-x-20261205-010000")
+    by_trial = {r["trial"]: r for r in rows.to_dict("records")}
+    assert by_trial[0]["95% interval"] == "[0.250, 0.570]" and by_trial[0]["on"] == "32 re-scored"
+    lo, hi = wilson(4, 16)
+    assert by_trial[1]["95% interval"] == f"[{lo:.3f}, {hi:.3f}]" and by_trial[1]["on"] == "16 rung slice"
+    assert by_trial[1]["state"] == "stopped by ASHA at step 6"
+    assert by_trial[2]["state"] == "failed: RuntimeError: out of memory" and by_trial[2]["95% interval"] == ""
+    assert list(rows["trial"])[:2] == [0, 1]  # leaderboard order; the failed trial last
+    assert set(curves["trial"]) == {"trial 0", "trial 1 (ASHA stop at 6)"}
+    assert curves[curves["trial"] == "trial 0"]["step"].tolist() == [6, 12, 18, 24]
+    assert curves.attrs["metric"] == "sweep/objective"
+    loss = sweep_view(str(tmp_path), "sql-x-20261205-010000", "eval/loss")[2]
+    assert loss.attrs["metric"] == "eval/loss" and loss["value"].max() == 2.9
+    assert importances.to_dict("records") == [{"parameter": "lora.rank", "importance": 1.0}]
+    assert "re-scored" in head and "promoted" in head
+
+    head, rows, curves, _ = sweep_view(str(tmp_path), "sql-y-20261205-020000")  # still running: no summary
+    assert "in progress" in head and rows.to_dict("records")[0]["steps"] == 6 and len(curves) == 1
+
+
+def test_the_gate_shows_figures_then_promotes_with_the_same_scores_and_refuses_a_stale_check(tmp_path, monkeypatch):
+    from serving import ui
+    from shared.promotion import point_latest, read_history
+    from shared.storage import read_latest
+
+    storage = tmp_path / "store"
+    _sweep_folder(storage, "sql-x-20261205-010000", None, {})
+    cand, cur, other = (str(storage / "sql-x-20261205-010000" / "best_adapter"), str(tmp_path / "cur"),
+                        str(tmp_path / "other"))
+    for folder in (cand, cur, other):
+        Path(folder).mkdir(parents=True)
+    point_latest(str(storage), "sql", cur)
+    asked = []
+    monkeypatch.setattr("shared.heldout.heldout_examples", lambda location, split, n: [{"question": str(i)} for i in range(n)])
+
+    def score(location, examples):
+        asked.append((location, len(examples)))
+        return [True] * len(examples) if location == cand else [False] * len(examples)
+
+    text, checked = ui.check_gate(str(storage), "sql", cand, score)
+    assert asked == [(cand, 5), (cur, 5)]  # the candidate's sweep's gate: 5 examples, level 0.1
+    assert "1.000" in text and "0.000" in text and ": shown better" in text and "level 0.1" in text
+    entry = ui.promote_checked(str(storage), "sql", checked, force=False, who="tester (page)")
+    assert entry["action"] == "promoted" and entry["who"] == "tester (page)" and entry["source"] == "page"
+    assert len(asked) == 2  # promoted on the figures shown, not scored again
+    assert read_latest(str(storage), "sql")["adapter"] == str(Path(cand).resolve())
+    assert "back to `cur`" in ui.rollback_preview(str(storage), "sql")
+
+    text, checked = ui.check_gate(str(storage), "sql", other, score)
+    point_latest(str(storage), "sql", cur)  # someone else moved latest since the check
+    with pytest.raises(ValueError, match="changed since the check"):
+        ui.promote_checked(str(storage), "sql", checked, force=True)
+    assert [e["action"] for e in read_history(str(storage), "sql")] == ["promoted"]
+
+
+def test_live_metrics_say_which_prometheus_did_not_answer():
+    from serving.ui import CHARTS, live_metrics
+
+    status, frames = live_metrics(f"http://127.0.0.1:{_free_port()}", 5)
+    assert "did not answer" in status and "127.0.0.1" in status
+    assert set(frames) == set(CHARTS) and all(df.empty for df in frames.values())
