@@ -49,6 +49,13 @@ EXAMPLE_SCHEMA = ("CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT
                   "CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, singer_id INTEGER, year INTEGER, venue TEXT)")
 EXAMPLE_QUESTION = "How many singers are from France?"
 NO_ROWS = pd.DataFrame(columns=["(no rows)"])
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+           "#bab0ac")  # Tableau 10
+
+
+def colors(series) -> dict[str, str]:
+    """A color per series, given with every update: a Gradio plot otherwise keeps the legend of its first value."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(series)))}
 GATE_DEFAULTS = {"split": "test", "examples": 200, "level": 0.05}  # sweeps/config.py's promotion defaults
 
 
@@ -392,61 +399,77 @@ def sql_result(schema: str, sql: str, seed: int = 0) -> tuple[pd.DataFrame, str]
 
 # -------------------------------------------------------------------------------------- live metrics
 
-# PromQL per chart: (title, query, the label that names a series). Ray exports counters with a _total suffix.
+# Per chart: (title, PromQL, the series a result is counted in, from its labels; the series the chart can have).
+# A chart's series are fixed, so its legend is too (a Gradio plot keeps the legend of its first value); requests
+# by route come as a table. Ray exports counters with a _total suffix.
+REQUESTS = '{__name__=~"ray_qlora_serve_requests(_total)?"}'
+LATENCY = "sum by (le) (rate(ray_qlora_serve_latency_seconds_bucket[1m]))"
 CHARTS = {
-    "requests": ("Requests/s by route and status",
-                 'sum by (route, status) (rate({__name__=~"ray_qlora_serve_requests(_total)?"}[1m]))',
-                 ("route", "status")),
-    "latency": ("Latency p50 / p95 (s)",
-                'histogram_quantile(0.5, sum by (le) (rate(ray_qlora_serve_latency_seconds_bucket[1m])))'
-                ' or label_replace(histogram_quantile(0.95, sum by (le) (rate(ray_qlora_serve_latency_seconds_bucket'
-                '[1m]))), "q", "p95", "", "")', ("q",)),
-    "tokens": ("Tokens generated/s",
-               'sum(rate({__name__=~"ray_qlora_serve_tokens_generated(_total)?"}[1m]))', ()),
+    "requests": ("Requests/s by status", f"sum by (status) (rate({REQUESTS}[1m]))",
+                 lambda m: f"{m.get('status', '?')[:1]}xx", ("2xx", "4xx", "5xx")),
+    "latency": ("Latency p50 / p95 (s)", f'histogram_quantile(0.5, {LATENCY}) or label_replace('
+                f'histogram_quantile(0.95, {LATENCY}), "q", "p95", "", "")', lambda m: m.get("q", "p50"),
+                ("p50", "p95")),
+    "tokens": ("Tokens generated/s", 'sum(rate({__name__=~"ray_qlora_serve_tokens_generated(_total)?"}[1m]))',
+               lambda m: "tokens/s", ("tokens/s",)),
     "batch": ("Mean batch size (rows per forward pass)",
               "sum(rate(ray_qlora_serve_batch_size_sum[1m])) / sum(rate(ray_qlora_serve_batch_size_count[1m]))",
-              ()),
-    "replicas": ("Healthy replicas by deployment",
-                 'sum by (deployment) ({__name__=~"ray_serve_deployment_replica_healthy"})', ("deployment",)),
-    "loads": ("Adapter loads/min",
-              'sum(increase({__name__=~"ray_qlora_serve_adapter_loads(_total)?"}[1m]))', ()),
+              lambda m: "rows", ("rows",)),
+    "replicas": ("Healthy replicas by deployment", 'sum by (deployment) (ray_serve_deployment_replica_healthy)',
+                 lambda m: m.get("deployment", "?"), ("Api", "Generator")),  # serving/app.py's deployment names
+    "loads": ("Adapter loads/min", 'sum(increase({__name__=~"ray_qlora_serve_adapter_loads(_total)?"}[1m]))',
+              lambda m: "loads", ("loads",)),
 }
+EMPTY_SERIES = pd.DataFrame(columns=["time", "value", "series"])
 
 
-def prometheus_series(url: str, query: str, labels: tuple[str, ...], minutes: int, step_s: int = 5,
-                      default: str = "all") -> pd.DataFrame:
-    """One query_range over the last minutes -> rows (time, value, series)."""
+def _prometheus(url: str, path: str, **params) -> list[dict]:
     import requests
 
-    end = time.time()
-    r = requests.get(f"{url.rstrip('/')}/api/v1/query_range", timeout=5,
-                     params={"query": query, "start": end - 60 * minutes, "end": end, "step": step_s})
+    r = requests.get(f"{url.rstrip('/')}/api/v1/{path}", params=params, timeout=5)
     r.raise_for_status()
-    rows = []
-    for s in r.json()["data"]["result"]:
-        name = " ".join(s["metric"].get(k, "") for k in labels).strip() or default
-        for t, v in s["values"]:
-            value = float(v)
-            if math.isfinite(value):
-                rows.append({"time": pd.Timestamp(float(t), unit="s"), "value": value, "series": name})
-    return pd.DataFrame(rows, columns=["time", "value", "series"])
+    return r.json()["data"]["result"]
 
 
-def live_metrics(url: str, minutes: int) -> tuple[str, dict[str, pd.DataFrame]]:
-    out, errors_seen = {}, []
-    for key, (_, query, labels) in CHARTS.items():
-        try:
-            out[key] = prometheus_series(url, query, labels, minutes, default="p50" if key == "latency" else "all")
-        except Exception as e:  # noqa: BLE001 -- a chart says why it is empty; the page goes on
-            errors_seen.append(f"{type(e).__name__}: {str(e).split('(Caused by')[0][:160]}")
-            out[key] = pd.DataFrame(columns=["time", "value", "series"])
-    if errors_seen:
-        status = (f"Prometheus at {url} did not answer ({errors_seen[0]}). Start the cluster with `make cluster` "
-                  "(it starts one), or set page.prometheus_url.")
-    else:
-        status = (f"From Prometheus at {url}, the last {minutes} minutes, refreshed every 5 s: "
-                  f"{sum(len(df) for df in out.values())} points.")
-    return status, out
+def prometheus_series(url: str, key: str, minutes: int, step_s: int = 5) -> pd.DataFrame:
+    """One chart's query_range over the last minutes -> rows (time, value, series), summed within a series."""
+    _, query, series_of, domain = CHARTS[key]
+    end = time.time()
+    rows = [{"time": float(t), "value": float(v), "series": series_of(s["metric"])}
+            for s in _prometheus(url, "query_range", query=query, start=end - 60 * minutes, end=end, step=step_s)
+            for t, v in s["values"]]
+    df = pd.DataFrame(rows, columns=["time", "value", "series"])
+    df = df[df["series"].isin(domain) & df["value"].map(math.isfinite)]
+    if df.empty:
+        return EMPTY_SERIES
+    df = df.groupby(["time", "series"], as_index=False)["value"].sum()
+    df["time"] = pd.to_datetime(df["time"], unit="s")
+    return df[["time", "value", "series"]]
+
+
+def requests_table(url: str, minutes: int) -> pd.DataFrame:
+    """Requests by route and status: how many over the last minutes, and per second over the last one."""
+    total = _prometheus(url, "query", query=f"sum by (route, status) (increase({REQUESTS}[{minutes}m]))")
+    now = {(s["metric"].get("route"), s["metric"].get("status")): float(s["value"][1])
+           for s in _prometheus(url, "query", query=f"sum by (route, status) (rate({REQUESTS}[1m]))")}
+    rows = [{"route": s["metric"].get("route"), "status": s["metric"].get("status"),
+             f"requests, last {minutes} min": round(float(s["value"][1])),
+             "requests/s, last minute": round(now.get((s["metric"].get("route"), s["metric"].get("status")), 0.0), 3)}
+            for s in total]
+    return pd.DataFrame(sorted(rows, key=lambda r: (r["route"] or "", r["status"] or "")))
+
+
+def live_metrics(url: str, minutes: int) -> tuple[str, dict[str, pd.DataFrame], pd.DataFrame]:
+    """(what the page says about its source, each chart's series, the requests by route and status)."""
+    try:
+        table = requests_table(url, minutes)
+        out = {key: prometheus_series(url, key, minutes) for key in CHARTS}
+    except Exception as e:  # noqa: BLE001 -- the view says why it is empty; the page goes on
+        why = f"{type(e).__name__}: {str(e).split('(Caused by')[0][:160]}"
+        return (f"Prometheus at {url} did not answer ({why}). Start the cluster with `make cluster` (it starts "
+                "one), or set page.prometheus_url.", {key: EMPTY_SERIES for key in CHARTS}, pd.DataFrame())
+    return (f"From Prometheus at {url}, the last {minutes} minutes, refreshed every 5 s: "
+            f"{sum(len(df) for df in out.values())} points.", out, table)
 
 
 # ----------------------------------------------------------------------------------------- the page
@@ -495,7 +518,8 @@ def page(service):
                     return ("No sweep in the storage yet.", pd.DataFrame(), gr.LinePlot(value=None),
                             gr.BarPlot(value=None))
                 head, rows, curve_df, imp_df = sweep_view(storage(), sweep_id, curve_of)
-                return (head, rows, gr.LinePlot(value=curve_df, y_title=curve_df.attrs["metric"]),
+                return (head, rows, gr.LinePlot(value=curve_df, y_title=curve_df.attrs["metric"],
+                                                color_map=colors(curve_df["trial"])),
                         gr.BarPlot(value=imp_df if not imp_df.empty else None))
 
             reload_sweeps.click(list_sweeps, None, sweep)
@@ -648,14 +672,16 @@ def page(service):
                 with gr.Row():
                     for key in keys[i:i + 2]:
                         plots[key] = gr.LinePlot(x="time", y="value", color="series", label=CHARTS[key][0],
-                                                 elem_id=f"metric-{key}")
+                                                 color_map=colors(CHARTS[key][3]), elem_id=f"metric-{key}")
+            routes = gr.Dataframe(label="Requests by route and status", interactive=False, elem_id="metric-routes")
             timer = gr.Timer(5.0)
 
             def refresh_metrics():
                 cfg = service().cfg.page
-                status, frames = live_metrics(cfg.prometheus_url, cfg.metrics_minutes)
-                return (status, *(gr.LinePlot(value=frames[k] if not frames[k].empty else None) for k in keys))
+                status, frames, table = live_metrics(cfg.prometheus_url, cfg.metrics_minutes)
+                return (status, *(frames[k] if not frames[k].empty else None for k in keys), table)
 
-            timer.tick(refresh_metrics, None, [metrics_status, *plots.values()])
-            blocks.load(refresh_metrics, None, [metrics_status, *plots.values()])
+            outputs = [metrics_status, *plots.values(), routes]
+            timer.tick(refresh_metrics, None, outputs)
+            blocks.load(refresh_metrics, None, outputs)
     return blocks

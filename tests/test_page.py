@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,9 +213,10 @@ def test_the_page_in_a_browser_shows_the_sweep_writes_sql_gates_and_rolls_back(l
         page.get_by_role("tab", name="Live metrics").click()
         if live["prometheus"]:
             _wait_text(page, "#metrics-status", "From Prometheus", timeout_s=60)
-            for chart in ("requests", "latency", "tokens", "batch", "replicas"):
+            for chart in ("requests", "latency", "tokens", "batch"):  # (Serve's replica gauge comes when it comes)
                 page.wait_for_selector(f"#metric-{chart} svg.marks", timeout=90_000)
-            _wait_text(page, "#metric-requests", "/v1/sql 200", timeout_s=60)  # the series of the requests above
+            routes = _wait_text(page, "#metric-routes", "/v1/sql", timeout_s=60)  # the requests above, by route
+            assert re.search(r"/v1/sql\s+200\s", routes), routes
         else:
             assert "did not answer" in _wait_text(page, "#metrics-status", "Prometheus")
         page.screenshot(path=str(shots / "metrics.png"), full_page=True)
@@ -351,6 +353,29 @@ def test_the_gate_shows_figures_then_promotes_with_the_same_scores_and_refuses_a
 def test_live_metrics_say_which_prometheus_did_not_answer():
     from serving.ui import CHARTS, live_metrics
 
-    status, frames = live_metrics(f"http://127.0.0.1:{_free_port()}", 5)
+    status, frames, table = live_metrics(f"http://127.0.0.1:{_free_port()}", 5)
     assert "did not answer" in status and "127.0.0.1" in status
-    assert set(frames) == set(CHARTS) and all(df.empty for df in frames.values())
+    assert set(frames) == set(CHARTS) and all(df.empty for df in frames.values()) and table.empty
+
+
+def test_the_sweep_view_reads_a_sweep_in_object_storage(tmp_path):
+    from s3server import s3_server
+
+    from serving.ui import candidates, sweep_list, sweep_view
+    from shared.storage import put_dir
+
+    metric = "eval/code_pass_at_1"
+    summary = {"sweep_id": "code-s3-20261205-030000", "task": "code", "objective": {"metric": metric, "mode": "max"},
+               "best_adapter": "s3://sweeps/root/code-s3-20261205-030000/best_adapter",
+               "trials": [{"trial_number": 0, "state": "finished", "steps": 12, "objective": 0.2, metric: 0.1875,
+                           "position": 1}]}
+    _sweep_folder(tmp_path, "code-s3-20261205-030000", summary,
+                  {"trial-000-dddd": [{"train/steps": 12, "sweep/objective": 0.2, metric: 0.1875, "eval/loss": 1.0}]})
+    with s3_server() as s3:
+        root = f"s3://{s3['bucket']}/root"
+        put_dir(tmp_path / "code-s3-20261205-030000", f"{root}/code-s3-20261205-030000")
+        assert sweep_list(root) == ["code-s3-20261205-030000"]
+        head, rows, curves, _ = sweep_view(root, "code-s3-20261205-030000")
+        assert rows.to_dict("records")[0]["state"] == "finished" and rows.to_dict("records")[0]["on"] == "16 rung slice"
+        assert curves["step"].tolist() == [12]
+        assert candidates(root, "code") == [summary["best_adapter"]] and candidates(root, "sql") == []
