@@ -33,6 +33,9 @@ class Generator:
         self._made = threading.Lock()
         self.m_batch = metrics.Histogram("qlora_serve_batch_size", "Rows in one forward pass (prefill or decode step)",
                                          boundaries=[1, 2, 4, 8, 16, 32, 64])
+        # Ray exports a histogram's _sum from bucket midpoints (a pass of 1 row counts 0.5), so the mean batch size
+        # is this exact count of rows over qlora_serve_batch_size_count
+        self.m_rows = metrics.Counter("qlora_serve_batch_rows", "Rows summed over forward passes")
         self.m_loads = metrics.Counter("qlora_serve_adapter_loads", "Adapters loaded into a replica", tag_keys=("adapter",))
         self.m_evictions = metrics.Counter("qlora_serve_adapter_evictions", "Adapters evicted (LRU)", tag_keys=("adapter",))
         self.m_load_s = metrics.Histogram("qlora_serve_adapter_load_seconds", "Time to load an adapter",
@@ -48,9 +51,13 @@ class Generator:
             if key not in self.engines:
                 engine = Engine(model, quant, threads=self.threads, max_batch_size=self.max_batch_size,
                                 batch_wait_s=self.batch_wait_s)
-                engine.on_step = self.m_batch.observe
+                engine.on_step = self._on_step
                 self.engines[key] = engine
             return self.engines[key]
+
+    def _on_step(self, rows: int) -> None:
+        self.m_batch.observe(rows)
+        self.m_rows.inc(rows)
 
     async def load(self, model_id: str):
         """Loads an adapter by model id (the multiplexed loader; wrapped in @serve.multiplexed by the deployment)."""

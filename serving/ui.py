@@ -413,7 +413,8 @@ CHARTS = {
     "tokens": ("Tokens generated/s", 'sum(rate({__name__=~"ray_qlora_serve_tokens_generated(_total)?"}[1m]))',
                lambda m: "tokens/s", ("tokens/s",)),
     "batch": ("Mean batch size (rows per forward pass)",
-              "sum(rate(ray_qlora_serve_batch_size_sum[1m])) / sum(rate(ray_qlora_serve_batch_size_count[1m]))",
+              'sum(rate({__name__=~"ray_qlora_serve_batch_rows(_total)?"}[1m])) '
+              "/ sum(rate(ray_qlora_serve_batch_size_count[1m]))",
               lambda m: "rows", ("rows",)),
     "replicas": ("Healthy replicas by deployment", 'sum by (deployment) (ray_serve_deployment_replica_healthy)',
                  lambda m: m.get("deployment", "?"), ("Api", "Generator")),  # serving/app.py's deployment names

@@ -128,7 +128,7 @@ def test_the_grafana_dashboard_charts_metrics_the_code_exports():
     assert len(dash["panels"]) >= 8 and used
     assert used <= exported, sorted(used - exported)
     assert {"ray_qlora_serve_requests_total", "ray_qlora_serve_time_to_first_token_seconds_bucket",
-            "ray_qlora_serve_batch_size_sum", "ray_qlora_serve_adapter_evictions_total", "ray_qlora_sweep_trials"} <= used
+            "ray_qlora_serve_batch_rows_total", "ray_qlora_serve_adapter_evictions_total", "ray_qlora_sweep_trials"} <= used
 
 
 def test_problems_and_model_cards_name_adapters_never_server_paths(tmp_path):
