@@ -545,13 +545,14 @@ def page(service):
                     rollback_btn = gr.Button("Roll back", variant="stop", elem_id="rollback")
             action_text = gr.Markdown(elem_id="served-action")
             history = gr.Dataframe(label="Promotion history (newest first)", interactive=False, wrap=True,
-                                   elem_id="history")
+                                   elem_id="history",
+                                   column_widths=["11%", "8%", "9%", "12%", "14%", "14%", "16%", "16%"])
             checked = gr.State({})
 
             def show_served(t):
                 head, hist = served_view(service(), t)
                 cands = candidates(storage(), t)
-                return (head, hist, gr.Dropdown(choices=cands, value=cands[0] if cands else None),
+                return (head, hist, gr.Dropdown(choices=[(_short(c), c) for c in cands], value=cands[0] if cands else None),
                         rollback_preview(storage(), t), "", {}, gr.Button(interactive=False))
 
             served_outputs = [served_head, history, candidate, rollback_text, gate_text, checked, promote_btn]
