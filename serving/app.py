@@ -90,8 +90,12 @@ class Service:
     async def _poll_latest(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.latest_poll_s)
-            for name in await asyncio.to_thread(self.registry.refresh):
-                self.m_promotions.inc(tags={"adapter": name})
+            await self.refresh_latest()
+
+    async def refresh_latest(self) -> None:
+        """Re-reads the latest/<task> pointers now (the poller's work; the page's, right after it moves one)."""
+        for name in await asyncio.to_thread(self.registry.refresh):
+            self.m_promotions.inc(tags={"adapter": name})
 
     def adapter(self, name: str | None, task: str | None, param: str):
         self._start_polling()

@@ -330,7 +330,8 @@ def check_gate(storage: str, task: str, candidate: str, score=None) -> tuple[str
     scores = {candidate: score(candidate, examples)}
     if current is None:
         return (f"Nothing is served for {task}: promoting `{_short(candidate)}` needs no test.",
-                {"candidate": candidate, "current": None, "scores": scores, "digest": digest, **gate})
+                {"candidate": candidate, "current": None, "scores": scores, "examples": examples, "digest": digest,
+                 "level": gate["level"]})
     if current == candidate:
         return f"`{_short(candidate)}` is already latest/{task}.", {}
     scores[current] = score(current, examples)
@@ -343,12 +344,12 @@ def check_gate(storage: str, task: str, candidate: str, score=None) -> tuple[str
             f"- difference {f['difference']:+.3f}, 95% interval [{f['interval'][0]:+.3f}, {f['interval'][1]:+.3f}];"
             f" {f['candidate_only']} right only for the candidate, {f['current_only']} only for the served one;"
             f" exact one-sided paired test p = {f['p_value']:.3g} at level {gate['level']}: {verdict}.")
-    return text, {"candidate": candidate, "current": current, "scores": scores, "digest": digest, **gate}
+    return text, {"candidate": candidate, "current": current, "scores": scores, "examples": examples, "digest": digest,
+                  "level": gate["level"]}
 
 
 def promote_checked(storage: str, task: str, checked: dict, force: bool, who: str | None = None) -> dict:
-    """promote() with the scores of the check (refused if the served adapter changed since)."""
-    from shared.heldout import heldout_examples
+    """promote() with the examples and scores of the check (refused if the served adapter changed since)."""
     from shared.promotion import promote
     from shared.storage import read_latest
 
@@ -358,9 +359,8 @@ def promote_checked(storage: str, task: str, checked: dict, force: bool, who: st
     if current != checked["current"]:
         raise ValueError(f"latest/{task} changed since the check ({_short(checked['current'])} -> "
                          f"{_short(current)}): check again")
-    examples = heldout_examples(checked["candidate"], checked["split"], int(checked["examples"]))
     return promote(storage, task, checked["candidate"], scorer=lambda location, _: checked["scores"][location],
-                   examples=examples, digest=checked["digest"], level=float(checked["level"]), force=force,
+                   examples=checked["examples"], digest=checked["digest"], level=float(checked["level"]), force=force,
                    source="page", who=who)
 
 
@@ -570,10 +570,6 @@ def page(service):
 
             check.click(do_check, [task, candidate], [gate_text, checked, promote_btn])
 
-            async def refreshed(svc):
-                for name in await asyncio.to_thread(svc.registry.refresh):
-                    svc.m_promotions.inc(tags={"adapter": name})
-
             async def do_promote(t, state, forced, request: gr.Request):
                 svc = service()
                 try:
@@ -581,7 +577,7 @@ def page(service):
                 except (ValueError, OSError) as e:
                     message = f"Not promoted: {e}"
                 else:
-                    await refreshed(svc)
+                    await svc.refresh_latest()
                     message = f"**{entry['action']}**: {entry['why']}"
                 return (message, *show_served(t))
 
@@ -596,7 +592,7 @@ def page(service):
                 except (ValueError, OSError) as e:
                     message = f"Not rolled back: {e}"
                 else:
-                    await refreshed(svc)
+                    await svc.refresh_latest()
                     message = f"**rolled back** {t}: `{_short(entry['from'])}` -> `{_short(entry['to'])}`"
                 return (message, *show_served(t))
 

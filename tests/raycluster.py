@@ -25,6 +25,8 @@ from shared.ray_local import ensure_token, loopback_env
 from sweeps.local_cluster import ray_start_args
 
 RAY = str(Path(sys.executable).with_name("ray"))
+SERVE = str(Path(sys.executable).with_name("serve"))
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
@@ -154,3 +156,26 @@ def local_cluster(num_cpus: int = 2, metrics_report_interval_ms: int | None = No
         assert not left, f"Ray processes left behind: {left}"
 
 
+
+
+def serve_deploy(config: Path, dashboard: str, env: dict, timeout_s: float = 180) -> None:
+    """`serve deploy` of a config file onto the cluster at the dashboard's address; fails with Serve's output."""
+    out = subprocess.run([SERVE, "deploy", str(config), "--address", dashboard], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=timeout_s)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def wait_healthy(url: str, dashboard: str, env: dict, timeout_s: float = 300) -> None:
+    """Until the app at url answers /healthz with 200; fails with `serve status` after timeout_s."""
+    import requests
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or the proxy still starting
+            pass
+        assert time.time() < deadline, subprocess.run([SERVE, "status", "--address", dashboard], env=env,
+                                                      capture_output=True, text=True).stdout
+        time.sleep(2)

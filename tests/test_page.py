@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from raycluster import RAY, _free_port, local_cluster
+from raycluster import RAY, SERVE, _free_port, local_cluster, serve_deploy, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
-SERVE = str(Path(RAY).with_name("serve"))
 KEY = "test-key-not-a-secret"
 SCHEMA = "CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT, age INTEGER)"
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -87,19 +86,9 @@ def live(tiny_model_dir, tmp_path_factory):
             port = _free_port()
             path = Path(c["temp"]) / "serve.yaml"
             path.write_text(yaml.safe_dump(_serve_config(port, storage, prom_url)))
-            out = subprocess.run([SERVE, "deploy", str(path), "--address", c["dashboard"]], env=c["env"], cwd=REPO,
-                                 capture_output=True, text=True, timeout=120)
-            assert out.returncode == 0, out.stdout + out.stderr
+            serve_deploy(path, c["dashboard"], c["env"])
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 300
-            while True:
-                try:
-                    if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.time() < deadline, "the app did not come up in 300 s"
-                time.sleep(2)
+            wait_healthy(url, c["dashboard"], c["env"])
             yield {"url": url, "storage": storage, "sweep_id": sweep_id, "winner": winner, "other": other,
                    "prometheus": prom is not None}
             subprocess.run([SERVE, "shutdown", "-y", "--address", c["dashboard"]], env=c["env"], capture_output=True,

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from raycluster import RAY, _free_port, beyond_loopback, cluster_pids, listening_sockets, local_cluster
+from raycluster import (
+    RAY, SERVE, _free_port, beyond_loopback, cluster_pids, listening_sockets, local_cluster, serve_deploy, wait_healthy,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
-SERVE = str(Path(RAY).with_name("serve"))
 KEY = "test-key-not-a-secret"
 SCHEMA = "CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT, age INTEGER)"
 
@@ -99,22 +100,11 @@ def served(tiny_model_dir, adapters, tmp_path_factory):
 
             def deploy(traffic=None, api=None):
                 path.write_text(yaml.safe_dump(_config(port, storage, adapters, traffic, api)))
-                out = subprocess.run([SERVE, "deploy", str(path), "--address", cluster["dashboard"]], env=pass_env,
-                                     cwd=REPO, capture_output=True, text=True, timeout=120)
-                assert out.returncode == 0, out.stdout + out.stderr
+                serve_deploy(path, cluster["dashboard"], pass_env, timeout_s=120)
 
             deploy()
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 300
-            while True:
-                try:
-                    if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.time() < deadline, subprocess.run([SERVE, "status", "--address", cluster["dashboard"]],
-                                                              env=pass_env, capture_output=True, text=True).stdout
-                time.sleep(2)
+            wait_healthy(url, cluster["dashboard"], pass_env)
             yield {**cluster, "url": url, "deploy": deploy, "storage": storage, "adapters": adapters}
             subprocess.run([SERVE, "shutdown", "-y", "--address", cluster["dashboard"]], env=pass_env,
                            capture_output=True, timeout=120)

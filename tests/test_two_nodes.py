@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 from multinode import two_node_cluster
-from raycluster import RAY, _free_port
+from raycluster import SERVE, _free_port, serve_deploy, wait_healthy
 from s3server import s3_server
 
 from shared import storage
@@ -28,7 +27,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = "configs/sweeps/sql_smoke.yaml"
-SERVE = str(Path(RAY).with_name("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +91,9 @@ def test_two_at_a_time_on_both_nodes_into_the_bucket_then_served(cluster, tiny_m
     args["model"].update({"autoscaling": {"min_replicas": 1, "max_replicas": 1}})
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    dep = subprocess.run([SERVE, "deploy", str(path), "--address", cluster["dashboard"]], env=cluster["env"],
-                         cwd=REPO, capture_output=True, text=True, timeout=180)
-    assert dep.returncode == 0, dep.stdout + dep.stderr
+    serve_deploy(path, cluster["dashboard"], cluster["env"])
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:  # not listening yet, or the proxy still starting
-            pass
-        assert time.time() < deadline, subprocess.run([SERVE, "status", "--address", cluster["dashboard"]],
-                                                      env=cluster["env"], capture_output=True, text=True).stdout
-        time.sleep(2)
+    wait_healthy(url, cluster["dashboard"], cluster["env"])
     r = requests.post(f"{url}/v1/sql", json={"question": "How many rows?", "schema": "CREATE TABLE t (a INTEGER)"},
                       timeout=120)
     assert r.status_code == 200, r.text
