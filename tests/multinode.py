@@ -12,34 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from raycluster import RAY, _free_port, _session_pids
+from raycluster import RAY, _free_port, stop_node
 
 from shared.ray_local import LOOPBACK_ENV, ensure_token
 from sweeps.local_cluster import ray_start_args
 
 SECOND = "second_node"  # the custom resource that marks the second node
-
-
-def _stop(proc: subprocess.Popen, temp: str) -> list[int]:
-    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _session_pids(proc.pid, temp):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2)
-    return _session_pids(proc.pid, temp)
 
 
 def _alive_nodes(env: dict, gcs: str) -> int:
@@ -89,7 +72,7 @@ def two_node_cluster(cpus_per_node: int = 1, env_extra: dict | None = None):
     finally:
         left = []
         for proc in reversed(procs):
-            left += _stop(proc, temp)
+            left += stop_node(proc, temp)
         for log in logs:
             log.close()
         if not os.environ.get("KEEP_RAY_TEMP"):

@@ -46,6 +46,23 @@ def _session_pids(sid: int, marker: str) -> list[int]:
     return pids
 
 
+def stop_node(proc: subprocess.Popen, temp: str) -> list[int]:
+    """Stops a `ray start --block` node and every process of its session; returns the pids still alive."""
+    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _session_pids(proc.pid, temp):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+    return _session_pids(proc.pid, temp)
+
+
 def cluster_pids(temp: str, gcs: str) -> list[int]:
     """Every process of one cluster: those naming its temp folder or its GCS address (the client server names
     only the latter), and all their descendants (the raylet's agents, workers and Serve replicas)."""
@@ -137,20 +154,8 @@ def local_cluster(num_cpus: int = 2, metrics_report_interval_ms: int | None = No
                 time.sleep(1)
         yield info
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _session_pids(head.pid, temp):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            time.sleep(2)
+        left = stop_node(head, temp)
         log.close()
-        left = _session_pids(head.pid, temp)
         if not os.environ.get("KEEP_RAY_TEMP"):
             shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes left behind: {left}"
