@@ -141,7 +141,7 @@ bench-sandbox: setup  # pass@1 time per HumanEval problem: our sandbox vs human-
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m benchmarks.sandbox
 
-bench-sweep: setup  # ASHA + TPE vs grid vs random on the micro model (about 2 h on 2 cores)
+bench-sweep: setup  # ASHA + TPE vs grid vs random vs Optuna alone on the micro model (about 2 h on 2 cores)
 	$(PY) -m benchmarks.sweep_efficiency
 
 model: setup  # rebuild the embedded micro model (~30 min on 2 cores); the committed one is this build

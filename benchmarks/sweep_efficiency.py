@@ -3,7 +3,7 @@ discrete space, and random search and Optuna alone given the trial-steps ASHA + 
 
     python -m benchmarks.sweep_efficiency                       # the micro model, 12-point grid: ~2 h on 2 cores
     python -m benchmarks.sweep_efficiency --smoke               # a tiny model, 4-point grid: a few minutes
-    python -m benchmarks.sweep_efficiency --ranks 8,32 --lrs 1e-3,3e-3 --steps 80 --grace 5 --json-out eff.json
+    python -m benchmarks.sweep_efficiency --ranks 8,32 --lrs 1e-3,3e-3 --steps 40 --json-out eff.json
 
 Three Tune runs and one Optuna study in one process (one local Ray for the Tune runs), one trial at a time (two trainings on 2 cores slow both
 10-40x, measured), every trial the sweep's own trainable (sweeps/trainable.py through sweeps/run.py),
@@ -27,7 +27,7 @@ dev accuracy for at most 30% of the grid's trial-steps.
 
 Why half the grid's points, and factor 4: run one trial at a time, asynchronous ASHA is generous. The first
 trial to reach a rung always goes on, and every later one goes on when it beats the top quarter so far.
-Simulated with the defaults (rungs at 10 and 40 of 160 steps), 6 samples spend ~23% of the 12-point grid's
+Simulated with the defaults (rungs at 5 and 20 of 80 steps), 6 samples spend ~23% of the 12-point grid's
 trial-steps when trials are in random order and ~28% when each sample is better than the last (TPE
 learning); 12 samples would spend 37-52%. On the micro model, short runs may leave accuracy
 at 0 for everyone; eval/loss then still tells the methods apart. Each run's leaderboard and plots go to
@@ -82,16 +82,16 @@ def parse_args(argv=None):
                     help="grid values of lora.alpha_multiplier, alpha = rank x this (default 2)")
     ap.add_argument("--lrs", type=parse_floats, default=None,
                     help="grid values of train.learning_rate (default 3e-4,1e-3,3e-3)")
-    ap.add_argument("--steps", type=int, default=None, help="steps of a full trial = ASHA's max_t (default 160)")
+    ap.add_argument("--steps", type=int, default=None, help="steps of a full trial = ASHA's max_t (default 80)")
     ap.add_argument("--grace", type=int, default=None,
-                    help="ASHA's grace period, and the steps between dev reports of every method (default 10)")
+                    help="ASHA's grace period, and the steps between dev reports of every method (default 5)")
     ap.add_argument("--reduction-factor", type=int, default=None,
                     help="ASHA keeps the top 1/this at a rung (default 4; --smoke: 3)")
     ap.add_argument("--asha-trials", type=int, default=None,
                     help="samples ASHA + TPE draws (default: half the grid's points, rounded up)")
     ap.add_argument("--startup-trials", type=int, default=None,
                     help="TPE's random start-up samples (default a third of --asha-trials, at least 2)")
-    ap.add_argument("--eval-slice", type=int, default=None, help="dev examples scored at every report (default 100)")
+    ap.add_argument("--eval-slice", type=int, default=None, help="dev examples scored at every report (default 50)")
     ap.add_argument("--cpus", type=int, default=0, help="CPUs of each trial and of the local Ray (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of TPE and of the random search")
     ap.add_argument("--address", default=None,
@@ -105,8 +105,8 @@ def parse_args(argv=None):
     smoke = args.smoke
     defaults = dict(ranks=[4, 8] if smoke else [8, 16, 32, 64], alpha_multipliers=[2.0],
                     lrs=[1e-3, 1e-2] if smoke else [3e-4, 1e-3, 3e-3],
-                    steps=12 if smoke else 160, grace=4 if smoke else 10, reduction_factor=3 if smoke else 4,
-                    eval_slice=8 if smoke else 100,
+                    steps=12 if smoke else 80, grace=4 if smoke else 5, reduction_factor=3 if smoke else 4,
+                    eval_slice=8 if smoke else 50,
                     trial_config="configs/sql_micro_smoke.yaml" if smoke else "configs/sql_micro.yaml")
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -250,6 +250,16 @@ def run_method(method: str, args, cfg, p, storage: Path, budget_steps: int | Non
     return summarize(method, grid, time.time() - start, args, p)
 
 
+def optuna_sample(trial, space: dict) -> dict:
+    """One trial's sample: its suggestions and what is derived from them. The suggestions exist only after
+    define_by_run made them, so trial.params is read after it (read before, it is empty, and every trial
+    would train the trial YAML's own rank and learning rate)."""
+    from sweeps.space import define_by_run
+
+    derived = define_by_run(trial, space)
+    return {**trial.params, **derived}
+
+
 def run_optuna_alone(args, p, out: Path, budget_steps: int) -> dict:
     """TPE + Optuna's SuccessiveHalvingPruner, no Ray: each trial is run_trial in this process, reporting the
     sweep's objective at every --grace steps; a pruned trial stops there. Trials are drawn until their summed
@@ -259,7 +269,7 @@ def run_optuna_alone(args, p, out: Path, budget_steps: int) -> dict:
 
     from shared.trial import run_trial
     from sweeps.report import TrialRecord
-    from sweeps.space import define_by_run, trial_config
+    from sweeps.space import trial_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -271,7 +281,7 @@ def run_optuna_alone(args, p, out: Path, budget_steps: int) -> dict:
     records, spent, start = [], 0, time.time()
     while spent < max(1, budget_steps):
         trial = study.ask()
-        sample = {**trial.params, **define_by_run(trial, space)}
+        sample = optuna_sample(trial, space)
         cfg = trial_config(p.base, sample)
         history = []
 
@@ -282,8 +292,12 @@ def run_optuna_alone(args, p, out: Path, budget_steps: int) -> dict:
             return not trial.should_prune()
 
         began = time.time()
-        run_trial(cfg, on_eval=on_eval, eval_every=args.grace, eval_slice=args.eval_slice,
-                  folder=out / "optuna" / f"trial-{trial.number:03d}")
+        final = run_trial(cfg, on_eval=on_eval, eval_every=args.grace, eval_slice=args.eval_slice,
+                          folder=out / "optuna" / f"trial-{trial.number:03d}")
+        if not history or final["train/steps"] > history[-1]["train/steps"]:
+            # the last step's evaluation, as the sweep's trainable reports it after run_trial returns
+            metrics = {k: v for k, v in final.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            history.append({OBJECTIVE: p.objective.value(final), **metrics, "time_total_s": time.time() - began})
         steps = history[-1]["train/steps"] if history else 0
         spent += steps
         if steps < args.steps:

@@ -84,3 +84,20 @@ def test_a_gap_of_exactly_the_goal_is_met(capsys):
     ])
     print_table(rows, parse_args([]))
     assert "(goal >= -0.02): met" in capsys.readouterr().out
+
+
+def test_optuna_alone_trains_what_tpe_suggested():
+    """The Optuna-alone method's sample holds every suggestion (rank and learning rate), not only what is
+    derived from them: read too early, trial.params is empty and every trial trains the YAML's own values."""
+    import optuna
+
+    from benchmarks.sweep_efficiency import optuna_sample
+
+    args = parse_args([])
+    space = {k: {"type": "choice", "values": v} for k, v in discrete_space(args).items()}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    samples = [optuna_sample(study.ask(), space) for _ in range(8)]
+    for s in samples:
+        assert s["lora.rank"] in args.ranks and s["train.learning_rate"] in args.lrs
+        assert s["lora.alpha"] == s["lora.rank"] * s["lora.alpha_multiplier"]
+    assert len({(s["lora.rank"], s["train.learning_rate"]) for s in samples}) > 1
