@@ -28,7 +28,7 @@ def test_defaults_give_a_valid_sweep_over_the_grid_space(tmp_path):
     assert {k: d.values for k, d in cfg.space.items()} == discrete_space(args)
     assert p.trial.train.max_steps == args.steps and p.trial.train.max_time_s is None
     assert p.trial.eval.splits == ["dev"] and p.trial.eval.max_examples == cfg.objective.eval_slice
-    assert rungs(cfg, args.steps) == [10, 40]
+    assert rungs(cfg, args.steps) == [5, 20]  # 1/16 and 1/4 of an 80-step trial
     assert cfg.search.max_concurrent == 1 and cfg.failure.max_retries == 0
 
 
