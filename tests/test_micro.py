@@ -53,3 +53,33 @@ def test_committed_model_copies_from_context():
     from shared.micro import recall_accuracy
 
     assert recall_accuracy(COMMITTED_DIR, n=30) >= 0.8
+
+
+def test_smoke_preset_pretrains_the_same_model_on_a_busy_machine(monkeypatch):
+    """The tests' tiny model is built with the smoke preset; its weights must not depend on how fast the
+    machine is. A clock that runs 10 s per reading (a machine ~30x slower) must give the same weights."""
+    import itertools
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import shared.micro as micro
+
+    preset = micro.PRESETS["smoke"]
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    rows = torch.randint(64, (32, 16), generator=torch.Generator().manual_seed(1))
+
+    def pretrained():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg)
+        stats = micro.pretrain(model, rows, steps=preset["steps"], batch_size=4, lr=preset["lr"],
+                               max_time_s=preset["max_time_s"], seed=0, log=lambda s: None)
+        return stats["steps"], [p.detach().clone() for p in model.parameters()]
+
+    steps, idle = pretrained()
+    clock = itertools.count(0.0, 10.0)
+    monkeypatch.setattr(micro.time, "time", lambda: next(clock))
+    busy_steps, busy = pretrained()
+    assert (busy_steps, steps) == (preset["steps"], preset["steps"])
+    assert all(torch.equal(a, b) for a, b in zip(idle, busy, strict=True))
