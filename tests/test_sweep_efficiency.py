@@ -50,6 +50,23 @@ def test_compare_against_the_grid():
     assert rows[2]["accuracy_vs_grid"] is None and rows[2]["loss_vs_grid"] == pytest.approx(0.10)
 
 
+def test_best_within_counts_the_steps_spent_before_each_report():
+    import pandas as pd
+
+    from benchmarks.sweep_efficiency import best_within
+    from sweeps.report import TrialRecord
+
+    def trial(n, accs, losses):
+        return TrialRecord(f"t{n}", {}, pd.DataFrame({"train/steps": [5, 10], "acc": accs, "eval/loss": losses}), order=n)
+
+    records = [trial(0, [0.1, 0.3], [2.0, 1.0]), trial(1, [0.5, 0.9], [0.8, float("nan")])]
+    assert best_within(records, "acc", max, 15) == 0.5  # the first trial's 10 steps, then the second's step 5
+    assert best_within(records, "acc", max, 20) == 0.9
+    assert best_within(records, "acc", max, 9) == 0.1
+    assert best_within(records, "acc", max, 4) is None
+    assert best_within(records, "eval/loss", min, 20) == 0.8  # a NaN report counts for nothing
+
+
 @pytest.mark.slow
 def test_smoke_run_prints_every_method(tiny_model_dir, tmp_path):
     out = tmp_path / "eff.json"
@@ -71,6 +88,18 @@ def test_smoke_run_prints_every_method(tiny_model_dir, tmp_path):
     table = run.stdout[run.stdout.rindex("\nmethod "):]  # Tune's own progress goes to stdout before it
     for method in results:  # one table row each: the name, then its trial count (verdict lines follow the table)
         assert len(re.findall(rf"^{re.escape(method)} +\d+ ", table, re.MULTILINE)) == 1, table
+    for r in results.values():  # within asha+tpe's steps, no method has more than it found in all of its own
+        assert r["budget_steps"] == budget and r["best_eval_loss_at_budget"] >= r["best_eval_loss"]
+    assert "at equal trial-steps" in table
+
+    # The same --out again: every method restores from its folder, nothing trains, the figures are the same
+    again = subprocess.run(run.args, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "restoring" in again.stderr and "(finished)" in again.stderr and "train:" not in again.stderr
+    restored = {r["method"]: r for r in json.loads(out.read_text())["results"]}
+    for method, r in results.items():
+        for key in ("trials", "trial_steps", "wall_s", "best_eval_loss", "best_eval_loss_at_budget"):
+            assert restored[method][key] == r[key], (method, key)
 
 
 def test_a_gap_of_exactly_the_goal_is_met(capsys):
