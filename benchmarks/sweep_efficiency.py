@@ -191,9 +191,10 @@ def sweep_overrides(args, model: str | None, storage: Path) -> list[str]:
 # -------------------------------------------------------------------------------------------- tuners
 
 
-def _alpha(spec) -> float:
-    """lora.alpha = lora.rank x lora.alpha_multiplier, as sweeps.space.define_by_run derives it."""
-    return spec.config["lora.rank"] * spec.config["lora.alpha_multiplier"]
+def _alpha(config: dict) -> float:
+    """lora.alpha = lora.rank x lora.alpha_multiplier, as sweeps.space.define_by_run derives it (Tune passes
+    the sampled config; a function of the old spec dict is deprecated)."""
+    return config["lora.rank"] * config["lora.alpha_multiplier"]
 
 
 def fixed_param_space(args, method: str) -> dict:

@@ -69,3 +69,27 @@ def test_models_default_and_one_adapter_for_one_base():
     assert parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
     with pytest.raises(SystemExit):
         parse_args(["--adapter", "x", "--model", "a", "--model", "b"])
+
+
+def test_decode_cost_runs_any_adapter_on_its_own_base_and_splits_prefill_from_batching(tiny_model_dir, tmp_path, capsys):
+    """benchmarks/decode_cost.py on a tiny adapter: its card's base, not the micro model; max_tokens 1 gives
+    each request exactly one token, one at a time and in one batch; the ceiling is printed."""
+    import re
+
+    from benchmarks.decode_cost import main
+    from shared.config import load_config
+    from shared.paths import REPO_ROOT
+    from shared.trial import run_trial
+
+    cfg = load_config(REPO_ROOT / "configs/sql_micro_smoke.yaml", [
+        f"model.name_or_path={tiny_model_dir}", f"output.dir={tmp_path}", "output.name=a", "train.max_steps=2",
+        "eval.max_examples=2", "eval.baseline=false"])
+    run_trial(cfg)
+    assert main(["--adapter", str(tmp_path / "a"), "--repeats", "2", "--new-tokens", "4", "--batch", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"base {tiny_model_dir}," in text
+    one = re.search(r"^ +1 +[\d.]+ +(\d+) +[\d.]+ +(\d+) +[\d.]+x$", text, re.MULTILINE)
+    assert one and one.groups() == ("3", "3"), text
+    four = re.search(r"^ +4 +[\d.]+ +(\d+) +[\d.]+ +(\d+) +[\d.]+x$", text, re.MULTILINE)
+    assert four and all(1 <= int(n) <= 12 for n in four.groups()), text
+    assert re.search(r"batching's ceiling, were batched decoding free, is [\d.]+x", text), text
