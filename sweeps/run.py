@@ -488,6 +488,9 @@ def main(argv=None) -> int:
         write_text(join(sweep_dir, SWEEP_STATE), json.dumps(state, indent=2) + "\n")
         storage = cfg.storage_path if cfg.is_uri else str(Path(cfg.storage_path).expanduser().resolve())
         tuner = make_tuner(cfg, p, sweep_id, storage)
+    from sweeps.raycompat import survive_oom_kills
+
+    survive_oom_kills()  # a trial that Ray kills for memory fails alone, not the sweep
     grid = tuner.fit()
     summary = finish(grid, cfg, p, sweep_id, sweep_dir)
     print_summary(summary)
