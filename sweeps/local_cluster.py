@@ -3,8 +3,9 @@
     python -m sweeps.local_cluster          # `make cluster`: ray start --head unless a dashboard answers,
                                             # then its Prometheus (sweeps/prometheus.py) unless one answers
 
-`ray start --head` returns before the dashboard and its job agent listen; a job submitted in that gap
-fails with "No available agent to submit job". This waits for both ports. Token authentication stays on: the
+`ray start --head` returns before the dashboard and its job agent are up; a job submitted in that gap
+fails with "No available agent to submit job". This waits for both ports, then until the dashboard can
+find its agent (the agent's address in the GCS key-value store, where the dashboard looks it up). Token authentication stays on: the
 token is made first if none exists (~/.ray/auth_token, mode 600; shared/ray_local.py says where Ray looks),
 since `ray start` does not make one. Every Ray service listens on 127.0.0.1 only (single-node local Ray,
 shared/ray_local.py) but Serve replicas' gRPC servers: LOOPBACK_EXCEPTIONS lists them, and tests hold the
@@ -14,6 +15,7 @@ cluster to it.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -52,6 +54,28 @@ def listening(port: int) -> bool:
         return False
 
 
+def job_agent_registered(gcs_port: int, timeout: float) -> bool:
+    """Wait until the head's dashboard can find its job agent, which `ray job submit` needs.
+
+    Ray 2.60's dashboard (ray/dashboard/modules/job/job_head.py) reads the head node's id, then that node's
+    agent address, from the GCS key-value store, and answers HTTP 500 "No available agent" if they are not
+    there within 10 s. The agent writes its address after it listens, and on a loaded machine that took longer
+    than the port wait plus 3 s (seen in CI). Run in this process's environment: token authentication on."""
+    from ray._private import ray_constants
+    from ray._raylet import GcsClient
+    from ray.dashboard import consts
+
+    client = GcsClient(address=f"127.0.0.1:{gcs_port}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        head = client.internal_kv_get(ray_constants.KV_HEAD_NODE_ID_KEY, namespace=ray_constants.KV_NAMESPACE_JOB)
+        if head and client.internal_kv_get(f"{consts.DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX}{head.decode()}".encode(),
+                                           namespace=ray_constants.KV_NAMESPACE_DASHBOARD):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sweeps.local_cluster", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dashboard-port", type=int, default=8265)
@@ -88,7 +112,12 @@ def main(argv=None) -> int:
                   f"in {args.timeout:.0f} s", file=sys.stderr)
             return 1
         time.sleep(1)
-    time.sleep(3)  # the agent registers itself with the head right after it listens
+    os.environ.update(env)  # the GCS client below authenticates as the cluster does
+    if not job_agent_registered(args.port, max(deadline - time.time(), 10)):
+        print(f"the dashboard's job agent did not register in {args.timeout:.0f} s: `ray job submit` would fail "
+              f"with \"No available agent\"; see {args.temp_dir or '/tmp/ray'}/session_latest/logs/dashboard_agent.log",
+              file=sys.stderr)
+        return 1
     print(f"Ray dashboard: http://127.0.0.1:{args.dashboard_port}")
     if args.prometheus_port:
         return prometheus.main(["--temp-dir", args.temp_dir or prometheus.RAY_TEMP, "--port", str(args.prometheus_port)])
