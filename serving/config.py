@@ -53,6 +53,9 @@ class Batching(_Section):
     # step and leaves at its own end. 1: one request at a time (no batching).
     max_batch_size: int = Field(16, gt=0)
     batch_wait_timeout_s: float = Field(0.0, ge=0)  # an idle replica's first request waits this long for company
+    # Prefix caching: the KV of prompts that began a new prefix, kept per adapter up to this many MB per base in a
+    # replica; a request whose prompt begins like a kept one (same CREATE TABLE text) prefills only the rest. 0: off
+    prefix_cache_mb: float = Field(256, ge=0)
 
 
 class Autoscaling(_Section):

@@ -228,9 +228,11 @@ def engine_for(folder: str | Path, **kwargs) -> Engine:
 
 class Engine:
     def __init__(self, base_model: str | ModelConfig, quantization: QuantizationConfig | None = None,
-                 threads: int | None = None, max_batch_size: int = 16, batch_wait_s: float = 0.0):
+                 threads: int | None = None, max_batch_size: int = 16, batch_wait_s: float = 0.0,
+                 prefix_cache_mb: float = 256):
         import torch
 
+        from serving.kvcache import PrefixStore
         from shared.models import load_base, load_tokenizer
 
         self.threads = threads
@@ -249,6 +251,9 @@ class Engine:
         self.max_batch_size = max_batch_size  # rows in flight at once (1: one request at a time)
         self.batch_wait_s = batch_wait_s  # an idle engine's first request waits this long for company
         self.on_step: Callable[[int], None] | None = None  # told the rows of every forward pass (metrics)
+        # prompts' KV kept for requests that begin the same way (serving/kvcache.py); 0 MB: none
+        self.prefixes = PrefixStore(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.on_prefill: Callable[[int, int], None] | None = None  # told (prompt tokens, of them reused) per row
         self.lock = threading.Lock()  # the model: a forward pass, or adding/removing an adapter
         self._cv = threading.Condition()  # the queue, pins and retiring adapters
         self._queue: deque[Ticket] = deque()
@@ -331,7 +336,9 @@ class Engine:
             self._delete(adapter_id)
 
     def _delete(self, adapter_id: str) -> None:
-        """PEFT side of a removal (self.lock held)."""
+        """PEFT side of a removal (self.lock held); its kept prompts go too."""
+        if self.prefixes is not None:
+            self.prefixes.drop(adapter_id)
         if adapter_id not in self.model.peft_config:
             return
         if len(self.model.peft_config) > 1:
@@ -475,17 +482,33 @@ class Engine:
         return out.logits[:, -1, :]
 
     def _prefill(self, new: list[Ticket]) -> None:
+        """The new rows' prompts through the model. A row whose prompt begins like a kept one starts from that
+        prefix's KV and runs only the rest: the cache holds the reused prefixes right-aligned in `width`
+        columns, the input the rest right-aligned in `span` (left padding in each, hidden by the mask)."""
         import torch
-        from transformers import DynamicCache
+
+        from serving.kvcache import prefilled, row_kv
 
         device = self.base.device
-        width = max(len(t.ids) for t in new)
+        found = [self.prefixes.find(t.job.adapter, t.ids) if self.prefixes is not None else (0, None) for t in new]
+        reused = [n for n, _ in found]
+        rest = [t.ids[n:] for t, n in zip(new, reused)]
+        width, span = max(reused), max(len(r) for r in rest)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(t.ids)) + t.ids for t in new], device=device)
-        mask = torch.tensor([[0] * (width - len(t.ids)) + [1] * len(t.ids) for t in new], device=device)
-        cache = DynamicCache()
+        ids = torch.tensor([[pad] * (span - len(r)) + r for r in rest], device=device)
+        mask = torch.tensor([[0] * (width - n) + [1] * n + [0] * (span - len(r)) + [1] * len(r)
+                             for n, r in zip(reused, rest)], device=device)
+        cache = prefilled(found, width)  # a step writes into spare room, not a copy of the whole cache
         logits = self._forward(new, input_ids=ids, attention_mask=mask,
-                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0), cache=cache)
+                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, width:], cache=cache)
+        if self.prefixes is not None:
+            for i, (t, n, r) in enumerate(zip(new, reused, rest)):
+                if self.prefixes.wanted(len(t.ids), n):
+                    columns = [slice(width - n, width), slice(width + span - len(r), width + span)]
+                    self.prefixes.put(t.job.adapter, t.ids, row_kv(cache, i, columns))
+        if self.on_prefill:
+            for t, n in zip(new, reused):
+                self.on_prefill(len(t.ids), n)
         for t in new:
             if t.job.temperature > 0 and t.job.seed is not None:
                 try:

@@ -3,7 +3,7 @@ the adapter cards (model, revision, quantization), and loads LoRA adapters by mo
 (`@serve.multiplexed`, LRU). Adapters trained on the same base share its engine and batch together;
 an adapter of another base gets an engine of its own on the same replica.
 
-    Generator(threads=1, max_batch_size=16, batch_wait_timeout_s=0, preload=[folder, ...])
+    Generator(threads=1, max_batch_size=16, batch_wait_timeout_s=0, prefix_cache_mb=256, preload=[folder, ...])
     await gen.generate(job, folder) -> engine.Output          # job: engine.Job, folder: the adapter's
     async for item in gen.stream(job, folder): ...            # str pieces, then the engine.Output
 
@@ -23,10 +23,11 @@ from shared.artifacts import base_of
 
 class Generator:
     def __init__(self, threads: int = 1, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.0,
-                 preload: list[str] | tuple[str, ...] = ()):
+                 prefix_cache_mb: float = 256, preload: list[str] | tuple[str, ...] = ()):
         from ray.util import metrics
 
         self.threads, self.max_batch_size, self.batch_wait_s = threads, max_batch_size, batch_wait_timeout_s
+        self.prefix_cache_mb = prefix_cache_mb
         self.engines: dict[str, Engine] = {}  # base key -> its engine
         self.engine_of: dict[str, Engine] = {}  # model id -> the engine holding it
         self.paths: dict[str, str] = {}  # model id -> folder, told by the ingress with each request
@@ -36,6 +37,9 @@ class Generator:
         # Ray exports a histogram's _sum from bucket midpoints (a pass of 1 row counts 0.5), so the mean batch size
         # is this exact count of rows over qlora_serve_batch_size_count
         self.m_rows = metrics.Counter("qlora_serve_batch_rows", "Rows summed over forward passes")
+        self.m_prompt = metrics.Counter("qlora_serve_prompt_tokens", "Prompt tokens of requests started, by where "
+                                        "their KV came from: run through the model, or reused from the prefix cache",
+                                        tag_keys=("source",))
         self.m_loads = metrics.Counter("qlora_serve_adapter_loads", "Adapters loaded into a replica", tag_keys=("adapter",))
         self.m_evictions = metrics.Counter("qlora_serve_adapter_evictions", "Adapters evicted (LRU)", tag_keys=("adapter",))
         self.m_load_s = metrics.Histogram("qlora_serve_adapter_load_seconds", "Time to load an adapter",
@@ -50,14 +54,19 @@ class Generator:
         with self._made:
             if key not in self.engines:
                 engine = Engine(model, quant, threads=self.threads, max_batch_size=self.max_batch_size,
-                                batch_wait_s=self.batch_wait_s)
-                engine.on_step = self._on_step
+                                batch_wait_s=self.batch_wait_s, prefix_cache_mb=self.prefix_cache_mb)
+                engine.on_step, engine.on_prefill = self._on_step, self._on_prefill
                 self.engines[key] = engine
             return self.engines[key]
 
     def _on_step(self, rows: int) -> None:
         self.m_batch.observe(rows)
         self.m_rows.inc(rows)
+
+    def _on_prefill(self, prompt_tokens: int, reused: int) -> None:
+        if reused:
+            self.m_prompt.inc(reused, tags={"source": "prefix_cache"})
+        self.m_prompt.inc(prompt_tokens - reused, tags={"source": "computed"})
 
     async def load(self, model_id: str):
         """Loads an adapter by model id (the multiplexed loader; wrapped in @serve.multiplexed by the deployment)."""
@@ -148,4 +157,4 @@ def generator_deployment(cfg, preload: list[str]):
         },
         max_ongoing_requests=m.max_ongoing_requests, max_queued_requests=m.max_queued_requests,
     ).bind(max(1, int(m.resources.num_cpus)), cfg.batching.max_batch_size, cfg.batching.batch_wait_timeout_s,
-           list(preload))
+           cfg.batching.prefix_cache_mb, list(preload))

@@ -441,7 +441,7 @@ def test_serving_metrics_reach_the_clusters_prometheus_endpoint(served):
     assert _post(served, "/v1/sql", {"question": "x"}).status_code == 400  # counted under its status
     assert _post(served, "/v1/sql", {"question": "How many singers?", "schema": SCHEMA, "max_tokens": 4}).status_code == 200
     want = {"ray_qlora_serve_requests", "ray_qlora_serve_latency_seconds", "ray_qlora_serve_batch_size",
-            "ray_qlora_serve_batch_rows",
+            "ray_qlora_serve_batch_rows", "ray_qlora_serve_prompt_tokens",
             "ray_qlora_serve_adapter_loads", "ray_qlora_serve_tokens_generated"}
     deadline = time.time() + 90
     found: set[str] = set()

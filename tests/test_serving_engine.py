@@ -77,8 +77,12 @@ def test_removed_adapters_are_gone_and_can_come_back(engine, two_adapters):
     a, b = two_adapters
     engine.add_adapter("a", a)
     engine.add_adapter("b", b)
+    long = engine.render("b", {"question": "How many rows are there?", "context": "CREATE TABLE t (x INT, y TEXT)"})
+    engine.generate([Job("b", long, 2)])
+    assert engine.prefixes.kept("b") >= 1  # its prompt was kept for requests that begin alike
     engine.remove_adapter("b")
     assert "b" not in engine.adapters and "b" not in engine.model.peft_config
+    assert engine.prefixes.kept("b") == 0  # and went with it
     with pytest.raises(KeyError, match="b"):
         engine.generate([Job("b", "x", 2)])
     again = engine.add_adapter("b2", b)
@@ -409,3 +413,94 @@ def test_a_stop_string_ends_decoding_there(micro):
     assert "".join(streamed) == out.text
     for i in range(1, len(stop)):  # no piece ever showed the start of the stop string
         assert not any(piece.endswith(stop[:i]) for piece in streamed[:-1]) or stop[:i] in out.text
+
+
+# ------------------------------------------------------------------------------------------ prefix caching
+
+
+def test_prompts_that_begin_alike_prefill_only_the_rest_and_get_the_same_tokens_and_logits(micro, monkeypatch):
+    """Three questions on one schema and one on another. With no prefix cache, each alone: the reference. With
+    one: the first of the schema alone is kept; then the three others in one prefill, each starting from the
+    longest kept prefix (the schema's rows reuse most of their prompt, the other schema only the template's
+    start): the forward pass gets only the tokens after the reused prefix, and every row's tokens are those of the
+    reference, its logits within bf16 ulps (float32 compute here; the prefix's KV was computed in another shape)."""
+    from os.path import commonprefix
+
+    from serving.engine import Job
+    from serving.kvcache import PrefixStore
+
+    schema = "CREATE TABLE people (id INTEGER, name TEXT, age INTEGER, city TEXT, salary REAL)"
+    questions = ["What is the name of the oldest person?", "How many people live in Lisbon?",
+                 "What is the average salary by city?"]
+    prompts = [micro.render("m1", {"question": q, "context": schema}) for q in questions]
+    prompts.append(micro.render("m1", {"question": "How many teams are there?",
+                                       "context": "CREATE TABLE teams (id INTEGER, title TEXT, founded INTEGER)"}))
+    jobs = [Job("m1", p, 16) for p in prompts]
+    ids = [micro._encode(p) for p in prompts]
+
+    monkeypatch.setattr(micro, "prefixes", None)
+    with _Logits(micro) as ref_rec:
+        ref = [micro.submit(j) for j in jobs[:1]]
+        ref[0].wait(60)
+        ref += [micro.submit(j) for j in jobs[1:2]]
+        ref[1].wait(60)
+        ref += [micro.submit(j) for j in jobs[2:]]
+        [t.wait(60) for t in ref]
+
+    monkeypatch.setattr(micro, "prefixes", PrefixStore(64 * 2**20))
+    reused, widths = [], []
+    monkeypatch.setattr(micro, "on_prefill", lambda prompt_tokens, n: reused.append((prompt_tokens, n)))
+    forward = micro._forward
+
+    def recording(rows, **inputs):
+        widths.append(inputs["input_ids"].shape[1])
+        return forward(rows, **inputs)
+
+    micro._forward = recording  # _Logits wraps it, and removes both on leaving
+    try:
+        with _Logits(micro) as rec:
+            first = micro.submit(jobs[0])
+            first.wait(60)
+            assert micro.prefixes.kept("m1") == 1 and reused == [(len(ids[0]), 0)]
+            widths.clear()
+            with micro._cv:  # the loop takes all three at once: one prefill
+                later = [micro.submit(j) for j in jobs[1:]]
+            [t.wait(60) for t in later]
+    finally:
+        micro.__dict__.pop("_forward", None)
+    shared = [len(commonprefix([ids[0], i])) for i in ids[1:]]
+    assert shared[0] > len(ids[1]) // 2 and shared[2] < shared[0]  # most of a same-schema prompt; less of the other
+    assert reused[1:] == [(len(i), n if n >= 16 else 0) for i, n in zip(ids[1:], shared)]
+    assert widths[0] == max(len(i) - n for i, (_, n) in zip(ids[1:], reused[1:]))  # only the rest went through
+    for got, want in zip([first, *later], ref, strict=True):
+        assert got.tokens == want.tokens and got.result().text == want.result().text
+        assert_bf16_close(rec.of(got), ref_rec.of(want))
+
+
+def test_the_prefix_store_keeps_per_adapter_within_its_budget_least_recently_used_out():
+    import torch
+
+    from serving.kvcache import PrefixStore
+
+    def kv(n):  # 2 layers of keys and values [heads 2, n, dim 4], float32
+        return [(torch.full((2, n, 4), float(n)), torch.full((2, n, 4), -float(n))) for _ in range(2)]
+
+    entry = sum(k.nbytes + v.nbytes for k, v in kv(10))
+    store = PrefixStore(max_bytes=2 * entry, min_tokens=4)
+    a, b, c = list(range(10)), list(range(100, 110)), list(range(200, 210))
+    store.put("x", a, kv(10))
+    assert store.find("y", a + [7]) == (0, None)  # another adapter's KV is never reused
+    n, got = store.find("x", a + [7, 8])
+    assert n == 10 and got[0][0].shape == (2, 10, 4)
+    assert store.find("x", a)[0] == 9  # never the whole prompt: its last token must run for the first logits
+    assert store.find("x", a[:3] + [50, 51])[0] == 0  # 3 tokens in common: under min_tokens
+    assert store.wanted(20, 5) and not store.wanted(20, 15) and not store.wanted(3, 0)
+    store.put("x", b, kv(10))
+    store.find("x", a + [1])  # a is used again: b is now the least recently used
+    store.put("x", c, kv(10))
+    assert store.kept("x") == 2 and store.find("x", b + [1])[0] == 0 and store.find("x", a + [1])[0] == 10
+    assert store.bytes == 2 * entry
+    store.put("x", list(range(300, 400)), kv(100))  # larger than the whole budget: not kept, nothing evicted
+    assert store.kept() == 2
+    store.drop("x")
+    assert store.kept() == 0 and store.bytes == 0
