@@ -22,7 +22,9 @@
 5. the peer: `transformers serve --continuous-batching` (what a user could run instead), serving the same
    micro model with the adapter merged into it, 4-bit (`--quantization bnb-4bit`), with the replica's
    thread count, against our app serving the adapter unmerged on its 4-bit base (batching on): the same
-   raw prompts through /v1/completions on both, the same clients (1, 4, 16), in the same run.
+   raw prompts through /v1/completions on both, the same clients (1, 4, 16), in the same run. Both reuse
+   the KV of prompts that begin alike (ours: `batching.prefix_cache_mb`, on by default; the peer: prefix
+   block sharing, on by default in transformers' ContinuousBatchingConfig, `allow_block_sharing`).
 
 Every request is a greedy /v1/sql request of --new-tokens tokens on a bundled dev example, so that
 batched and unbatched runs do the same work. The adapter is the same in every run unless --adapter names
@@ -252,6 +254,26 @@ def floor_app():
     return Bare.bind(Echo.bind())
 
 
+def settle(busy: float = 0.25, most_s: float = 30.0) -> float:
+    """Waits until this machine's CPUs are idle (under `busy` of their time over a second, from /proc/stat) or
+    `most_s` pass; returns the seconds waited. Ray tears a deleted app's replicas down in the background, and a
+    measurement started meanwhile shares the cores with it."""
+    def times() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    start = time.perf_counter()
+    if not Path("/proc/stat").exists():
+        time.sleep(10)
+        return time.perf_counter() - start
+    while time.perf_counter() - start < most_s:
+        (all0, idle0), _ = times(), time.sleep(1)
+        all1, idle1 = times()
+        if all1 > all0 and 1 - (idle1 - idle0) / (all1 - all0) < busy:
+            break
+    return time.perf_counter() - start
+
+
 def overhead(engine, prompts: list[str], bodies: list[dict], base: str, new_tokens: int) -> dict:
     """Serve's overhead at batch 1, pair by pair: each prompt directly (Engine.generate in this process)
     and over HTTP, raw (/v1/completions) and as a task (/v1/sql, its checks included), one request at a
@@ -397,18 +419,21 @@ def run(args, model: str) -> dict:
                     out.setdefault("peer", []).append(row)
 
             if batch == 1:
-                # 2. Serve overhead at batch 1, and beside it Serve's own floor (a bare app, same Serve)
-                serve.run(floor_app(), name="floor", route_prefix="/floor")
-                out |= overhead(engine, prompts, direct_bodies, f"http://127.0.0.1:{args.port}", args.new_tokens)
-                serve.delete("floor")
-
                 # 3. swap: the first request naming a not-yet-loaded adapter, on the running replica, each
-                # after a request on the loaded one (the same prompt, so the two differ by the load alone)
+                # after a request on the loaded one (the same prompt, so the two differ by the load alone).
+                # Before step 2: for ~10 s after the floor app is deleted, Ray's teardown of its replicas
+                # took CPU here and made every request 0.15-0.25 s slower (a loaded one 0.46-0.55 s, not 0.29)
                 warm, swapped = [], []
                 for i in range(SWAPS):
                     warm.append(post(url, {**bodies[0], "adapter": "sql"})[1])
                     swapped.append(post(url, {**bodies[0], "adapter": f"sql-{i}"})[1])
                 swap_http = statistics.median(swapped)
+
+                # 2. Serve overhead at batch 1, and beside it Serve's own floor (a bare app, same Serve)
+                serve.run(floor_app(), name="floor", route_prefix="/floor")
+                out |= overhead(engine, prompts, direct_bodies, f"http://127.0.0.1:{args.port}", args.new_tokens)
+                serve.delete("floor")
+                settle()  # before the reload below
 
         # 3. reload: a model deployment whose adapter changed restarts its replica (process, base, adapter);
         # the time until the new one answers, against the swap above

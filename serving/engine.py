@@ -491,9 +491,14 @@ class Engine:
 
         device = self.base.device
         found = [self.prefixes.find(t.job.adapter, t.ids) if self.prefixes is not None else (0, None) for t in new]
+        # The input is one block of `span` columns, as wide as the longest rest; a row whose rest is shorter
+        # reuses that much less of its prefix (those tokens are computed, as a pad would be), so that its
+        # prefix and rest meet without a gap of padding: the joined cache stays as narrow as the prompts.
+        span = max(len(t.ids) - n for t, (n, _) in zip(new, found))
+        found = [(max(0, len(t.ids) - span), kv) if n else (0, None) for t, (n, kv) in zip(new, found)]
         reused = [n for n, _ in found]
         rest = [t.ids[n:] for t, n in zip(new, reused)]
-        width, span = max(reused), max(len(r) for r in rest)
+        width = max(reused)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (span - len(r)) + r for r in rest], device=device)
         mask = torch.tensor([[0] * (width - n) + [1] * n + [0] * (span - len(r)) + [1] * len(r)
@@ -553,19 +558,21 @@ class Engine:
         import torch
         import torch.nn.functional as F
 
+        from serving.kvcache import stack
+
         if self._cache is None:
             self._cache, self._mask = cache, mask
             return
         mine, theirs = self._mask.shape[1], mask.shape[1]
         grow_mine, grow_theirs = max(0, theirs - mine), max(0, mine - theirs)
-        for a, b in zip(self._cache.layers, cache.layers, strict=True):
-            a.keys = torch.cat([F.pad(a.keys, (0, 0, grow_mine, 0)), F.pad(b.keys, (0, 0, grow_theirs, 0))])
-            a.values = torch.cat([F.pad(a.values, (0, 0, grow_mine, 0)), F.pad(b.values, (0, 0, grow_theirs, 0))])
+        stack(self._cache, cache)
         self._mask = torch.cat([F.pad(self._mask, (grow_mine, 0)), F.pad(mask, (grow_theirs, 0))])
 
     def _drop_finished(self) -> None:
         """Rows that are done or cancelled leave the batch (and the cache); their callers are told."""
         import torch
+
+        from serving.kvcache import keep_rows
 
         keep = [i for i, t in enumerate(self._rows) if t.finish is None and not t.cancelled]
         if len(keep) == len(self._rows):
@@ -579,9 +586,7 @@ class Engine:
             mask = self._mask[idx]
             first = int(mask.any(0).nonzero()[0])  # columns that are padding in every remaining row go
             self._mask = mask[:, first:]
-            for layer in self._cache.layers:
-                layer.keys = layer.keys[idx, :, first:]
-                layer.values = layer.values[idx, :, first:]
+            keep_rows(self._cache, keep, first)
         for t in gone:
             self._end(t)
 

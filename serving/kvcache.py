@@ -80,6 +80,40 @@ class RoomyCache(Cache):
         super().__init__(layer_class_to_replicate=RoomyLayer)
 
 
+def _roomy(rows: int, like: torch.Tensor, length: int) -> torch.Tensor:
+    return like.new_empty((rows, like.shape[1], length + ROOM, like.shape[-1]))
+
+
+def stack(mine: Cache, theirs: Cache) -> None:
+    """Joins `theirs` rows under `mine`'s, in `mine`: both left-padded (zeros: a masked position's value
+    still meets a zero weight, and 0 x NaN would be NaN) to one width, copied once into buffers with room."""
+    for a, b in zip(mine.layers, theirs.layers, strict=True):
+        width = max(a.keys.shape[-2], b.keys.shape[-2])
+        for name, buf_name in (("keys", "_k"), ("values", "_v")):
+            x, y = getattr(a, name), getattr(b, name)
+            buf = _roomy(x.shape[0] + y.shape[0], x, width)
+            rows = x.shape[0]
+            buf[:rows, :, : width - x.shape[-2]] = 0
+            buf[:rows, :, width - x.shape[-2]: width] = x
+            buf[rows:, :, : width - y.shape[-2]] = 0
+            buf[rows:, :, width - y.shape[-2]: width] = y
+            setattr(a, buf_name, buf)
+            setattr(a, name, buf[:, :, :width])
+
+
+def keep_rows(cache: Cache, rows: list[int], first: int) -> None:
+    """Keeps only these batch rows, from position column `first` on, copied once into buffers with room."""
+    for layer in cache.layers:
+        for name, buf_name in (("keys", "_k"), ("values", "_v")):
+            x = getattr(layer, name)
+            width = x.shape[-2] - first
+            buf = _roomy(len(rows), x, width)
+            for j, i in enumerate(rows):
+                buf[j, :, :width] = x[i, :, first:]
+            setattr(layer, buf_name, buf)
+            setattr(layer, name, buf[:, :, :width])
+
+
 def prefilled(rows: list[tuple[int, list | None]], width: int) -> RoomyCache:
     """A cache holding each row's reused prefix KV, right-aligned in `width` positions (left padding of zeros,
     which the attention mask hides). rows: (prefix tokens, PrefixStore.find's kv or None) per batch row."""

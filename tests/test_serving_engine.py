@@ -356,6 +356,7 @@ def test_a_poisoned_row_fails_alone_and_the_15_others_in_its_batch_answer(micro,
               nan / "adapter_model.safetensors")
     micro.add_adapter("nan", nan)
     monkeypatch.setattr(micro, "_eager_decode", False)
+    monkeypatch.setattr(micro, "prefixes", None)  # both batches prefill whole prompts: the same shapes
     prompts = _many_prompts(micro, 15)
 
     def one_batch(first: list[Job], last: Job) -> list:
@@ -421,9 +422,10 @@ def test_a_stop_string_ends_decoding_there(micro):
 def test_prompts_that_begin_alike_prefill_only_the_rest_and_get_the_same_tokens_and_logits(micro, monkeypatch):
     """Three questions on one schema and one on another. With no prefix cache, each alone: the reference. With
     one: the first of the schema alone is kept; then the three others in one prefill, each starting from the
-    longest kept prefix (the schema's rows reuse most of their prompt, the other schema only the template's
-    start): the forward pass gets only the tokens after the reused prefix, and every row's tokens are those of the
-    reference, its logits within bf16 ulps (float32 compute here; the prefix's KV was computed in another shape)."""
+    kept prefix (the schema's rows share most of their prompt with it, the other schema only the template's
+    start; all rows' rests end up one block as wide as the longest rest): the forward pass gets only that block,
+    and every row's tokens are those of the reference, its logits within bf16 ulps (float32 compute here; the
+    prefix's KV was computed in another shape)."""
     from os.path import commonprefix
 
     from serving.engine import Job
@@ -470,8 +472,11 @@ def test_prompts_that_begin_alike_prefill_only_the_rest_and_get_the_same_tokens_
         micro.__dict__.pop("_forward", None)
     shared = [len(commonprefix([ids[0], i])) for i in ids[1:]]
     assert shared[0] > len(ids[1]) // 2 and shared[2] < shared[0]  # most of a same-schema prompt; less of the other
-    assert reused[1:] == [(len(i), n if n >= 16 else 0) for i, n in zip(ids[1:], shared)]
-    assert widths[0] == max(len(i) - n for i, (_, n) in zip(ids[1:], reused[1:]))  # only the rest went through
+    hits = [n if n >= 16 else 0 for n in shared]
+    span = max(len(i) - n for i, n in zip(ids[1:], hits))  # the longest rest: the prefill's input block
+    # a row with a shorter rest reuses less, so that its prefix and rest meet without padding between them
+    assert reused[1:] == [(len(i), max(0, len(i) - span) if n else 0) for i, n in zip(ids[1:], hits)]
+    assert reused[1][1] > 0 and widths[0] == span < len(ids[1])  # only the rest went through the model
     for got, want in zip([first, *later], ref, strict=True):
         assert got.tokens == want.tokens and got.result().text == want.result().text
         assert_bf16_close(rec.of(got), ref_rec.of(want))
