@@ -22,7 +22,8 @@
 5. the peer: `transformers serve --continuous-batching` (what a user could run instead), serving the same
    micro model with the adapter merged into it, 4-bit (`--quantization bnb-4bit`), with the replica's
    thread count, against our app serving the adapter unmerged on its 4-bit base (batching on): the same
-   raw prompts through /v1/completions on both, the same clients (1, 4, 16), in the same run. Both reuse
+   raw prompts through /v1/completions on both, the same clients (1, 4, 16), both servers up, in two
+   rounds that alternate which goes first, each server's rounds pooled (compare_with_peer). Both reuse
    the KV of prompts that begin alike (ours: `batching.prefix_cache_mb`, on by default; the peer: prefix
    block sharing, on by default in transformers' ContinuousBatchingConfig, `allow_block_sharing`).
 
@@ -170,10 +171,22 @@ def load_test(url: str, bodies: list[dict], clients: int) -> dict:
         start = time.perf_counter()
         results = list(pool.map(lambda b: post(url, b), bodies))
         wall = time.perf_counter() - start
-    lat = sorted(t for _, t, _ in results)
-    ok = sum(1 for s, _, _ in results if s == 200)
-    return {"clients": clients, "requests": len(bodies), "ok": ok, "wall_s": wall, "req_per_s": len(bodies) / wall,
-            "tokens_per_s": sum(n for _, _, n in results) / wall, "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99)}
+    return _summary(clients, [t for _, t, _ in results], sum(1 for s, _, _ in results if s == 200),
+                    sum(n for _, _, n in results), wall)
+
+
+def _summary(clients: int, latencies: list[float], ok: int, tokens: int, wall: float) -> dict:
+    lat = sorted(latencies)
+    return {"clients": clients, "requests": len(lat), "ok": ok, "wall_s": wall, "req_per_s": len(lat) / wall,
+            "tokens": tokens, "tokens_per_s": tokens / wall, "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99),
+            "latencies": lat}
+
+
+def pooled(rows: list[dict]) -> dict:
+    """Several load tests of one server at one concurrency as one: requests over summed wall time, the
+    percentiles of all latencies together."""
+    return _summary(rows[0]["clients"], [t for r in rows for t in r["latencies"]], sum(r["ok"] for r in rows),
+                    sum(r["tokens"] for r in rows), sum(r["wall_s"] for r in rows))
 
 
 def raw_bodies(model: str, prompts: list[str], new_tokens: int) -> list[dict]:
@@ -221,6 +234,41 @@ def start_peer(model: Path, port: int, threads: int):
         time.sleep(1)
     proc.kill()
     raise RuntimeError("transformers serve did not answer /health in 300 s")
+
+
+PEER_ROUNDS = 2  # interleaved rounds per concurrency, pooled: this machine's speed drifts by 20-30% in minutes
+
+
+def compare_with_peer(args, adapter: Path, prompts: list[str]) -> list[dict]:
+    """5. Ours (the batch-16 app, deployed and idle) against `transformers serve` started beside it, the same raw
+    prompts over /v1/completions at 1, 4 and 16 clients: PEER_ROUNDS rounds, ours first in one and the peer
+    first in the next, each server's rounds pooled. Both stay up throughout; the idle one takes ~0.4% of a CPU
+    (the peer) or Ray's background (ours), so drift of the machine's speed falls on both alike."""
+    log("merging the adapter and starting transformers serve --continuous-batching --quantization bnb-4bit ...")
+    merged = merged_model(adapter)
+    proc = start_peer(merged, args.peer_port, args.replica_cpus)
+    urls = {"ours": (f"http://127.0.0.1:{args.port}/v1/completions", "sql"),
+            "transformers serve": (f"http://127.0.0.1:{args.peer_port}/v1/completions", str(merged))}
+    rows: dict[tuple[str, int], list[dict]] = {}
+    try:
+        post(urls["transformers serve"][0], raw_bodies(str(merged), prompts[:1], args.new_tokens)[0])  # its warm-up
+        for clients in (1, 4, 16):
+            n = args.requests if clients > 1 else max(8, args.requests // 4)
+            for round_ in range(PEER_ROUNDS):
+                for server in (list(urls) if round_ % 2 == 0 else list(urls)[::-1]):
+                    url, model = urls[server]
+                    row = load_test(url, raw_bodies(model, prompts[:n], args.new_tokens), clients)
+                    rows.setdefault((server, clients), []).append(row)
+                    log(f"  {server:>18}  clients {clients:>2}, round {round_ + 1}: {row['req_per_s']:.2f} req/s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    out = []
+    for (server, clients), runs in rows.items():
+        row = pooled(runs)
+        row.pop("latencies")
+        out.append({"server": server, "rounds": len(runs), **row})
+    return sorted(out, key=lambda r: (r["server"] != "ours", r["clients"]))
 
 
 def floor_app():
@@ -409,14 +457,10 @@ def run(args, model: str) -> dict:
                 row = {"batch": batch, **load_test(url, bodies[:n], clients)}
                 log(f"  batch {batch:>2}  clients {clients:>2}: {row['req_per_s']:.2f} req/s, p50 {row['p50_s']:.2f} s")
                 out["load"].append(row)
-            if batch == 16 and not args.no_peer:  # the peer comparison's side of ours: raw prompts, unmerged adapter
-                completions = f"http://127.0.0.1:{args.port}/v1/completions"
-                for clients in (1, 4, 16):
-                    n = args.requests if clients > 1 else max(8, args.requests // 4)
-                    row = {"server": "ours", **load_test(completions, raw_bodies("sql", peer_prompts[:n], args.new_tokens),
-                                                         clients)}
-                    log(f"  ours /v1/completions  clients {clients:>2}: {row['req_per_s']:.2f} req/s")
-                    out.setdefault("peer", []).append(row)
+            if batch == 16 and not args.no_peer:
+                out["peer"] = compare_with_peer(args, adapter, peer_prompts)
+            for row in out["load"]:
+                row.pop("latencies", None)
 
             if batch == 1:
                 # 3. swap: the first request naming a not-yet-loaded adapter, on the running replica, each
@@ -463,22 +507,6 @@ def run(args, model: str) -> dict:
     finally:
         serve.shutdown()
         ray.shutdown()
-    if not args.no_peer:  # 5. the peer, alone on the machine (Ray is down)
-        log("merging the adapter and starting transformers serve --continuous-batching --quantization bnb-4bit ...")
-        merged = merged_model(adapter)
-        proc = start_peer(merged, args.peer_port, args.replica_cpus)
-        try:
-            peer_url = f"http://127.0.0.1:{args.peer_port}/v1/completions"
-            post(peer_url, raw_bodies(str(merged), peer_prompts[:1], args.new_tokens)[0])
-            for clients in (1, 4, 16):
-                n = args.requests if clients > 1 else max(8, args.requests // 4)
-                row = {"server": "transformers serve", **load_test(peer_url, raw_bodies(str(merged), peer_prompts[:n],
-                                                                                        args.new_tokens), clients)}
-                log(f"  transformers serve  clients {clients:>2}: {row['req_per_s']:.2f} req/s")
-                out["peer"].append(row)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
     return out
 
 
@@ -550,7 +578,8 @@ def report(out: dict) -> None:
           f"replicas 1 -> {top} -> {reps[-1] if reps else '-'}: {'met' if back else 'NOT met'}")
     peer = {(r["server"], r["clients"]): r for r in out.get("peer", [])}
     if peer:
-        print(f"\nthe peer, same raw prompts over /v1/completions, {out['args'].get('replica_cpus', 1)} thread(s) each:")
+        print(f"\nthe peer, same raw prompts over /v1/completions, {out['args'].get('replica_cpus', 1)} thread(s) each, "
+              f"{PEER_ROUNDS} interleaved rounds pooled:")
         print(f"{'server':>20} {'clients':>7} {'ok':>4} {'req/s':>7} {'tokens/s':>8} {'p50 s':>7} {'p99 s':>7}")
         for r in out["peer"]:
             print(f"{r['server']:>20} {r['clients']:>7} {r['ok']:>4} {r['req_per_s']:>7.2f} {r['tokens_per_s']:>8.1f} "

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.serving import _pct, parse_args, report, side_by_side
+from benchmarks.serving import _pct, _summary, parse_args, pooled, report, side_by_side
 
 
 def _figures(ramp: list[int]) -> dict:
@@ -30,6 +30,16 @@ def test_report_computes_the_ratios_and_says_which_goals_are_met(capsys):
     assert "replicas 1 -> 2 -> 1: met" in text and "NOT met" not in text
     assert "Serve overhead at batch 1 (20 prompts" in text and "+20.0 ms (+4.0%)" in text
     assert "our app's own share of the /v1/completions overhead: +5.0 ms" in text
+
+
+def test_interleaved_rounds_pool_into_one_run():
+    """Two rounds of one server: requests over the summed wall time (not the mean of two rates), and the
+    percentiles of all latencies together."""
+    fast = _summary(4, [0.1, 0.2, 0.3, 0.4], 4, 80, 1.0)  # 4 req/s
+    slow = _summary(4, [1.0, 2.0, 3.0, 4.0], 3, 40, 4.0)  # 1 req/s, one failed
+    both = pooled([fast, slow])
+    assert both["requests"] == 8 and both["ok"] == 7 and both["req_per_s"] == 8 / 5.0  # not (4 + 1) / 2
+    assert both["tokens_per_s"] == 120 / 5.0 and both["p50_s"] == 1.0 and both["p99_s"] == 4.0
 
 
 def test_a_ramp_that_never_scales_down_is_not_met(capsys):
