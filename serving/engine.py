@@ -13,6 +13,8 @@ prefilled together and their KV cache is joined to the running rows' (left-padde
 after it, rows that hit end-of-text, a stop string or their max_tokens leave at once and their callers
 are answered. So a short answer never waits for a long one in the same batch, and a request never waits for a batch to
 drain; a static batch (`generate` of Hugging Face over a fixed batch) runs as long as its longest row.
+A prompt that begins like a kept one (the same template and CREATE TABLE text) starts from that prefix's KV
+and prefills only the rest (prefix caching, serving/kvcache.py).
 
 A batch may mix adapters: PEFT runs each row through its own LoRA weights (`adapter_names`); a batch of
 one adapter runs it as the active adapter, without that per-row split. Rows decode greedily or sampled

@@ -2,8 +2,8 @@
 KV kept for later requests that begin the same way (prefix caching).
 
 transformers' DynamicCache appends a decoding step's keys and values with `torch.cat`, which copies the whole
-cache of every layer at every step. For the micro model at 16 rows of ~140 positions that copy was 10 of a
-step's 24 ms on one CPU thread (torch.profiler, aten::cat). Here a step writes its one position into spare
+cache of every layer at every step. For the micro model at 16 rows of ~140 positions that copy was 37% of a
+step's time on one CPU thread under torch.profiler (aten::cat), the largest single cost. Here a step writes its one position into spare
 room and the layer's `keys`/`values` are views of the buffer's first positions; a buffer is reallocated, with
 `ROOM` positions to spare, only when it is full or when the engine replaces `keys`/`values` (a batch joined
 or rows dropped, serving/engine.py).
