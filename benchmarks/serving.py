@@ -455,12 +455,11 @@ def run(args, model: str) -> dict:
             for clients in (1, 4, 16):
                 n = args.requests if clients > 1 else max(8, args.requests // 4)
                 row = {"batch": batch, **load_test(url, bodies[:n], clients)}
+                row.pop("latencies")
                 log(f"  batch {batch:>2}  clients {clients:>2}: {row['req_per_s']:.2f} req/s, p50 {row['p50_s']:.2f} s")
                 out["load"].append(row)
             if batch == 16 and not args.no_peer:
                 out["peer"] = compare_with_peer(args, adapter, peer_prompts)
-            for row in out["load"]:
-                row.pop("latencies", None)
 
             if batch == 1:
                 # 3. swap: the first request naming a not-yet-loaded adapter, on the running replica, each

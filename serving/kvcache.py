@@ -3,8 +3,8 @@ KV kept for later requests that begin the same way (prefix caching).
 
 transformers' DynamicCache appends a decoding step's keys and values with `torch.cat`, which copies the whole
 cache of every layer at every step. For the micro model at 16 rows of ~140 positions that copy was 37% of a
-step's time on one CPU thread under torch.profiler (aten::cat), the largest single cost. Here a step writes its one position into spare
-room and the layer's `keys`/`values` are views of the buffer's first positions; a buffer is reallocated, with
+step's time on one CPU thread under torch.profiler (aten::cat), the largest single cost. Here a step writes
+its one position into spare room and the layer's `keys`/`values` are views of the buffer's first positions; a buffer is reallocated, with
 `ROOM` positions to spare, only when it is full or when the engine replaces `keys`/`values` (a batch joined
 or rows dropped, serving/engine.py).
 
@@ -54,19 +54,15 @@ class RoomyLayer(DynamicLayer):
         n = self.get_seq_length()
         q = key_states.shape[-2]
         if not (self._owns(n) and n + q <= self._k.shape[-2]):
-            self._k = self._grown(self.keys, key_states, n, n + q + ROOM)
-            self._v = self._grown(self.values, value_states, n, n + q + ROOM)
+            for name, new in (("keys", key_states), ("values", value_states)):
+                buf = _roomy(new.shape[0], new, n + q)
+                if n:
+                    buf[:, :, :n] = getattr(self, name)
+                _install(self, name, buf, n)
         self._k[:, :, n:n + q] = key_states
         self._v[:, :, n:n + q] = value_states
         self.keys, self.values = self._k[:, :, :n + q], self._v[:, :, :n + q]
         return self.keys, self.values
-
-    @staticmethod
-    def _grown(old: torch.Tensor, new: torch.Tensor, n: int, capacity: int) -> torch.Tensor:
-        buf = new.new_empty((*new.shape[:2], capacity, new.shape[-1]))
-        if n:
-            buf[:, :, :n] = old
-        return buf
 
     def reset(self) -> None:
         self._k = self._v = None
@@ -81,7 +77,14 @@ class RoomyCache(Cache):
 
 
 def _roomy(rows: int, like: torch.Tensor, length: int) -> torch.Tensor:
+    """An empty buffer of `rows` x `length` positions and ROOM more, shaped and typed like `like`."""
     return like.new_empty((rows, like.shape[1], length + ROOM, like.shape[-1]))
+
+
+def _install(layer: RoomyLayer, name: str, buf: torch.Tensor, width: int) -> None:
+    """`buf` becomes the layer's keys or values buffer, and its first `width` positions their view."""
+    setattr(layer, "_k" if name == "keys" else "_v", buf)
+    setattr(layer, name, buf[:, :, :width])
 
 
 def stack(mine: Cache, theirs: Cache) -> None:
@@ -89,7 +92,7 @@ def stack(mine: Cache, theirs: Cache) -> None:
     still meets a zero weight, and 0 x NaN would be NaN) to one width, copied once into buffers with room."""
     for a, b in zip(mine.layers, theirs.layers, strict=True):
         width = max(a.keys.shape[-2], b.keys.shape[-2])
-        for name, buf_name in (("keys", "_k"), ("values", "_v")):
+        for name in ("keys", "values"):
             x, y = getattr(a, name), getattr(b, name)
             buf = _roomy(x.shape[0] + y.shape[0], x, width)
             rows = x.shape[0]
@@ -97,21 +100,19 @@ def stack(mine: Cache, theirs: Cache) -> None:
             buf[:rows, :, width - x.shape[-2]: width] = x
             buf[rows:, :, : width - y.shape[-2]] = 0
             buf[rows:, :, width - y.shape[-2]: width] = y
-            setattr(a, buf_name, buf)
-            setattr(a, name, buf[:, :, :width])
+            _install(a, name, buf, width)
 
 
 def keep_rows(cache: Cache, rows: list[int], first: int) -> None:
     """Keeps only these batch rows, from position column `first` on, copied once into buffers with room."""
     for layer in cache.layers:
-        for name, buf_name in (("keys", "_k"), ("values", "_v")):
+        for name in ("keys", "values"):
             x = getattr(layer, name)
             width = x.shape[-2] - first
             buf = _roomy(len(rows), x, width)
             for j, i in enumerate(rows):
                 buf[j, :, :width] = x[i, :, first:]
-            setattr(layer, buf_name, buf)
-            setattr(layer, name, buf[:, :, :width])
+            _install(layer, name, buf, width)
 
 
 def prefilled(rows: list[tuple[int, list | None]], width: int) -> RoomyCache:
