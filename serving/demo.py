@@ -4,9 +4,11 @@
                                            # one text-to-SQL and one code request, answers printed
 
 Deploys serving/config.yaml (adapters from <storage_path>/latest/<task>.json) with `serve deploy` onto the
-running cluster, waits for /healthz, sends a bundled dev example of each task that has an adapter (the
-schemas the micro model was tuned on: it does not generalize to others), and prints the answers, the
-endpoint and the dashboard. The app keeps running; `serve shutdown -y` or `make stop` ends it.
+running cluster, waits for /healthz, sends a bundled example of each task that has an adapter, and prints the
+answers, the endpoint and the dashboard. The SQL question is on a held-out schema (the `test_unseen` split: no
+table or column name of it was in training), and the answer and the expected query are run on its small
+database, in the project's sandboxed SQL executor, with their rows shown. The app keeps running;
+`serve shutdown -y` or `make stop` ends it.
 
     python -m serving.demo --storage-path ~/qlora-sweeps-smollm2 --sql-example ../shared/data/spider/dev_14db.jsonl
                                            # another storage's winners; the SQL question of a JSONL record
@@ -84,14 +86,15 @@ def main(argv=None) -> int:
         if task not in health.get("adapters", []):
             print(f"\n[{task}] no adapter: {health.get('unavailable', {}).get(task, 'not configured')}")
             continue
-        example = load_splits(DataConfig(task=task, source="bundled"))["dev"][0]
+        splits = load_splits(DataConfig(task=task, source="bundled"))
+        example = splits["test_unseen"][0] if task == "sql" else splits["dev"][0]
         if task == "sql" and args.sql_example:
             with open(args.sql_example) as f:
                 record = json.loads(f.readline())
             example = {"question": record["question"], "context": record["context"],
                        "answer": record.get("answer") or record.get("query", "")}
         if task == "sql":
-            route, body = "/v1/sql", {"question": example["question"], "schema": example["context"], "dialect": "postgres"}
+            route, body = "/v1/sql", {"question": example["question"], "schema": example["context"], "dialect": "sqlite"}
         else:
             route, body = "/v1/code", {"instruction": example["instruction"], "input": example.get("input") or None}
         start = time.perf_counter()
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
         if task == "sql":
             print(f"answer:   {answer['sql']}\nvalid:    {answer['valid']}{'' if answer['valid'] else ' - ' + answer['reason']}")
             print(f"expected: {example['answer']}")
+            if example.get("db_path") and answer["valid"]:
+                show_results(example, answer["sql"])
         else:
             print(f"answer:\n{answer['code']}\nvalid:    {answer['valid']}")
         print(f"adapter:  {answer['adapter_id']}")
@@ -116,6 +121,21 @@ def main(argv=None) -> int:
     print(f"dashboard: {args.address}  (Serve tab: the app, its replicas and logs)")
     print("stop:      serve shutdown -y   (or `make stop`: the whole local cluster)")
     return 0 if answered else 1
+
+
+def show_results(example: dict, sql: str, max_rows: int = 5) -> bool:
+    """Runs the answer and the expected query on the example's database (sandboxed, read-only), prints the
+    first rows of each and whether they match as the scorer compares them. Returns the match."""
+    from shared.execution.sql import has_order_by, results_match, run_queries
+
+    got, want = run_queries([(example["db_path"], sql), (example["db_path"], example["answer"])])
+    for label, res in (("result", got), ("expected result", want)):
+        shown = "; ".join(map(str, (res.rows or [])[:max_rows]))
+        more = f" ... ({len(res.rows)} rows)" if res.rows and len(res.rows) > max_rows else ""
+        print(f"{label + ':':17s} {shown + more if res.ok else res.error}")
+    same = got.ok and want.ok and results_match(got.rows, want.rows, ordered=has_order_by(example["answer"]))
+    print(f"correct:          {'yes' if same else 'no'} (on {Path(example['db_path']).name})")
+    return same
 
 
 if __name__ == "__main__":

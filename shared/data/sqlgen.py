@@ -5,7 +5,7 @@
 Two uses:
 - `bundled_sql_splits(seed)`: the fine-tuning/evaluation data in the sql-create-context record format
   (question, context = CREATE TABLE statements, answer = SQL) plus db_id/db_path, over 8 hand-written
-  databases and 12 composed ones. Six hand-written and the composed ones are "seen" (train/dev/test,
+  databases and 300 composed ones. Six hand-written and the composed ones are "seen" (train/dev/test,
   split by gold SQL so no test query appears in training); two are held out for `test_unseen`. Every gold query is executed by the generator and must return rows.
 - `pretrain_documents(rng, n)`: English paired with SQL over randomly composed schemas, in a format that is
   NOT the fine-tuning prompt, so the base learns to copy names and values from context into SQL without
@@ -18,14 +18,18 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import sqlite3
+import sysconfig
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from shared.paths import cache_dir
 
-GENERATOR_VERSION = "2"
-N_COMPOSED = 12  # composed two-table schemas added to the six hand-written seen ones
+GENERATOR_VERSION = "3"
+N_COMPOSED = 300  # composed two-table schemas added to the six hand-written seen ones
+PER_COMPOSED = 30  # examples drawn from each
 
 # ------------------------------------------------------------------------------------------ vocabulary
 
@@ -220,29 +224,106 @@ def seen_databases() -> list[Database]:
 
 
 def unseen_databases() -> list[Database]:
-    """Two databases never seen in fine-tuning: the `test_unseen` split."""
+    """Two databases never seen in fine-tuning: the `test_unseen` split. No table or column name here (but `id`
+    and the foreign keys made from a singular) is used by any training schema, pretraining document or drill
+    (`held_out_names`), so the split measures reading a schema, not remembering one."""
     return [
         _db(
             "hospital",
-            Table("wards", "ward", [_label("name", title), _int("beds", 5, 60), _cat("building", "Alpha Beta Gamma Delta".split())], 12),
+            Table("wards", "ward", [_label("designation", title), _int("beds", 5, 60), _cat("wing", "Alpha Beta Gamma Delta".split())], 12),
             Table(
                 "patients",
                 "patient",
-                [_label(), _int("age", 1, 95), _cat("blood_type", "A B AB O".split(), "blood type"), _real("weight", 3, 120), _fk("ward")],
+                [_label("fullname", person), _real("dosage", 1, 40), _cat("blood_group", "A B AB O".split(), "blood group"), _real("body_mass", 3, 120, "body mass"), _fk("ward")],
                 60,
             ),
         ),
         _db(
             "aviation",
-            Table("airlines", "airline", [_label("name", lambda r: f"{r.choice(WORDS)} Air"), _cat("country", COUNTRIES[12:20]), _int("fleet_size", 5, 300, "fleet size")], 12),
+            Table("airlines", "airline", [_label("carrier", lambda r: f"{r.choice(WORDS)} Air"), _cat("homeland", COUNTRIES[12:20]), _int("fleet_size", 5, 300, "fleet size")], 12),
             Table(
                 "flights",
                 "flight",
-                [_label("code", lambda r: f"{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.randint(100, 999)}"), _cat("destination", CITIES[20:30]), _int("distance", 200, 9000), _real("price", 40, 1500), _fk("airline")],
+                [_label("flight_code", lambda r: f"{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.randint(100, 999)}", ), _cat("destination", CITIES[20:30]), _int("distance", 200, 9000), _real("fare", 40, 1500), _fk("airline")],
                 70,
             ),
         ),
     ]
+
+
+@cache
+def held_out_names() -> frozenset[str]:
+    """Every table name, singular and column name of the held-out databases (`id` and foreign keys aside),
+    with its other number: no training schema, document or drill may use one."""
+    names = set()
+    for db in unseen_databases():
+        for t in db.tables:
+            names |= {t.name, t.singular} | {c.name for c in t.columns if c.kind != "fk"}
+    return frozenset(names | {n + "s" for n in names} | {n[:-1] for n in names if n.endswith("s")})
+
+
+_SQL_WORDS = frozenset(
+    "select from where group order limit count having join distinct between and desc asc table create insert "
+    "values into integer text real primary key foreign references null not like union case when then else end "
+    "index view with natural left right inner outer cross using exists offset except intersect default check "
+    "unique constraint delete update drop alter column glob match regexp escape collate cast current true false rowid".split()
+)
+
+
+@cache
+def name_vocabulary() -> tuple[str, ...]:
+    """Thousands of English words (4-10 letters, frequent in the Python standard library's own source), for
+    table and column names that a model cannot guess from a short list: copying from the schema is then the
+    only way to write them. SQL keywords and the held-out names are left out."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    counts: dict[str, int] = {}
+    for path in sorted(root.glob("*.py")):
+        for w in re.findall(r"\b[a-z]{4,10}\b", path.read_text(errors="ignore")):
+            counts[w] = counts.get(w, 0) + 1
+    banned = _SQL_WORDS | held_out_names()
+    return tuple(sorted(w for w, k in counts.items()
+                        if k >= 8 and w not in banned and w + "s" not in banned and _usable_name(w) and _usable_name(w + "s")))
+
+
+def _usable_name(word: str) -> bool:
+    """SQLite runs, and sqlglot (the scorer's parser) parses, `word` unquoted as a table and a column name:
+    most keywords fail one or the other ("exclude" runs in SQLite and does not parse in sqlglot)."""
+    import sqlglot
+
+    create = f"CREATE TABLE {word} (id INTEGER, {word} INTEGER, other TEXT)"
+    select = f"SELECT T1.{word}, COUNT(*) FROM {word} AS T1 WHERE {word} = 1 GROUP BY {word} ORDER BY {word}"
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute(create)
+        con.execute(select)
+        return all(len(sqlglot.parse(sql, read="sqlite")) == 1 for sql in (create, select))
+    except (sqlite3.Error, sqlglot.errors.SqlglotError):
+        return False
+    finally:
+        con.close()
+
+
+_SYL_WIDE = [c + v for c in "bcdfghjklmnprstvwxyz" for v in "aeiou"] + ["th", "st", "ar", "en", "on", "il"]
+
+
+def made_up(rng: random.Random) -> str:
+    """A value the model cannot have memorized (capitalized): a vocabulary word, a word of wide syllables,
+    the narrow syllables of `pseudo_word`, or a code like "QX42"."""
+    r = rng.random()
+    if r < 0.4:
+        return rng.choice(name_vocabulary()).capitalize()
+    if r < 0.7:
+        return "".join(rng.choice(_SYL_WIDE) for _ in range(rng.randint(2, 4))).capitalize()
+    if r < 0.9:
+        return pseudo_word(rng)
+    letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
+    return rng.choice(letters) + rng.choice(letters) + str(rng.randint(1, 999))
+
+
+def made_up_name(rng: random.Random) -> str:
+    """A table or column name: one vocabulary word, or two joined by `_`."""
+    words = name_vocabulary()
+    return rng.choice(words) if rng.random() < 0.6 else f"{rng.choice(words)}_{rng.choice(words)}"
 
 
 def rng_city(rng):
@@ -285,56 +366,51 @@ _NUM_ATTRS = [
     ("revenue", "real", 1, 999), ("balance", "real", 1, 999), ("quantity", "int", 1, 99), ("temperature", "real", -20, 45),
     ("start_year", "int", 1950, 2024), ("monthly_fee", "real", 5, 300), ("num_items", "int", 1, 90), ("crew_size", "int", 1, 60),
 ]
-_NAME_PARTS = "base mid top net gross avg total peak min prime main side".split()
-_NAME_WORDS = "fee rate mass load tier span count index value grade level points cost width".split()
-
-
-def _random_attr(rng: random.Random):
-    """A made-up numeric column ("peak_load") so copying, not memorizing, is what pays."""
-    kind = rng.choice(["int", "real"])
-    return (f"{rng.choice(_NAME_PARTS)}_{rng.choice(_NAME_WORDS)}", kind, rng.randint(0, 50), rng.randint(60, 999))
 _LABELS = ["name", "title", "code", "label", "nickname"]
-_HELD_OUT = {t.name for db in unseen_databases() for t in db.tables}
 
 
-def random_database(rng: random.Random, familiar: bool = False) -> Database:
-    """A randomly composed two-table schema (never one of the held-out test schemas).
+def random_database(rng: random.Random, novel: float = 0.6) -> Database:
+    """A randomly composed two-table schema (never using a held-out name, see `held_out_names`).
 
-    For pretraining, half the tables and a third of the columns get made-up names: a model that guesses
-    names from a prior of familiar ones gains nothing there, so copying from the schema is what lowers
-    the loss. familiar=True keeps real words (the extra fine-tuning schemas).
+    Each table name and each attribute name is, with probability `novel`, made up from a vocabulary of
+    thousands of words (`made_up_name`), and so are the values: a model that guesses names and values from
+    a prior of familiar ones gains little, so copying from the schema and the question is what lowers the
+    loss. With only familiar names, a base pretrained on these wrote held-out tables as words of its own.
     """
-    (pname, psing), (cname, csing) = rng.sample([e for e in _ENTITIES if e[0] not in _HELD_OUT], 2)
-    made_up = 0.0 if familiar else 1.0
-    if rng.random() < 0.5 * made_up:
-        psing = pseudo_word(rng).lower()
-        pname = psing + "s"
-    if rng.random() < 0.5 * made_up:
-        csing = pseudo_word(rng).lower()
-        cname = csing + "s"
+    banned = held_out_names()
+    entities = [e for e in _ENTITIES if e[0] not in banned and e[1] not in banned]
+    (pname, psing), (cname, csing) = rng.sample(entities, 2)
+    if rng.random() < novel:
+        psing = rng.choice(name_vocabulary())
+        pname = psing if psing.endswith("s") else psing + "s"
+    if rng.random() < novel:
+        csing = rng.choice(name_vocabulary())
+        cname = csing if csing.endswith("s") else csing + "s"
     if cname == pname:
         cname, csing = cname + "_items", csing + "_item"
+    labels = [x for x in _LABELS if x not in banned]
+    cat_attrs = [a for a in _CAT_ATTRS if a[0] not in banned]
+    num_attrs = [a for a in _NUM_ATTRS if a[0] not in banned]
 
     def table(name, sing, fk=None):
-        cols = [Column(rng.choice(_LABELS), "label", None)]
-        for attr, vals in rng.sample(_CAT_ATTRS, rng.randint(1, 2)):
-            vals = list(vals) if vals and rng.random() < 0.5 else [pseudo_word(rng) for _ in range(rng.randint(3, 6))]
-            if rng.random() < 0.3 * made_up:
-                attr = pseudo_word(rng).lower()
+        cols = [Column(made_up_name(rng) if rng.random() < novel / 3 else rng.choice(labels), "label", None)]
+        for attr, vals in rng.sample(cat_attrs, rng.randint(1, 2)):
+            vals = list(vals) if vals and rng.random() < 0.5 else [made_up(rng) for _ in range(rng.randint(3, 6))]
+            if rng.random() < novel:
+                attr = made_up_name(rng)
             if attr not in {c.name for c in cols}:
-                cols.append(Column(attr, "cat", rng.sample(vals, min(len(vals), rng.randint(3, 7)))))
-        nums = rng.sample(_NUM_ATTRS, rng.randint(1, 3))
-        if rng.random() < 0.4 * made_up:
-            nums[0] = _random_attr(rng)
-        for attr, kind, lo, hi in nums:
-            if attr not in {c.name for c in cols}:
+                cols.append(Column(attr, "cat", sorted(set(rng.sample(vals, min(len(vals), rng.randint(3, 7)))))))
+        for attr, kind, lo, hi in rng.sample(num_attrs, rng.randint(1, 3)):
+            if rng.random() < novel:
+                attr = made_up_name(rng)
+            if attr not in {c.name for c in cols} and attr != f"{psing}_id":
                 cols.append(Column(attr, kind, (lo, hi)))
         rng.shuffle(cols)
         if fk:
             cols.append(_fk(fk))
         return Table(name, sing, cols, rng.randint(8, 20))
 
-    gen = rng.choice([person, title, pseudo_word, lambda r: f"{pseudo_word(r)} {r.choice(NOUNS)}"])
+    gen = rng.choice([person, title, made_up, lambda r: f"{made_up(r)} {r.choice(NOUNS)}"])
     parent = table(pname, psing)
     child = table(cname, csing, fk=psing)
     for t in (parent, child):
@@ -368,6 +444,33 @@ def populate(db: Database, rng: random.Random) -> None:
                 row[c.name] = v
             rows.append(row)
         db.rows[t.name] = rows
+
+
+def populate_synthesized(db: Database, path: Path, seed: int) -> bool:
+    """Rows from the test-database synthesizer (shared/data/synth.py) on the schema's CREATE TABLE text, read
+    back into `db.rows`, the categorical columns' values being those drawn. False (nothing kept) when a table
+    got fewer than 4 rows, too few for the questions' ranges. An even seed draws no NULLs."""
+    from shared.data.synth import synthesize_database
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    synthesize_database(db.ddl(), path, seed=seed, rows=(8, 16))
+    con = sqlite3.connect(path)
+    try:
+        rows = {}
+        for t in db.tables:
+            cur = con.execute(f"SELECT * FROM {t.name}")
+            names = [d[0] for d in cur.description]
+            rows[t.name] = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    if min(len(r) for r in rows.values()) < 4:
+        path.unlink()
+        return False
+    db.rows = rows
+    for t in db.tables:
+        for c in t.col("cat"):
+            c.values = sorted({r[c.name] for r in rows[t.name]})
+    return True
 
 
 def write_sqlite(db: Database, path: Path) -> Path:
@@ -536,14 +639,17 @@ def bundled_sql_splits(seed: int = 0, root: Path | None = None, per_db: int = 12
         (seen if db.db_id not in {d.db_id for d in unseen_databases()} else unseen).extend(
             examples_for(db, path, rng, per_db if db.db_id not in {"hospital", "aviation"} else per_db // 4)
         )
-    # Composed schemas widen the seen set: with only six, a fine-tune can memorize names instead of
-    # reading them from the schema, which is what the unseen split needs.
+    # Composed schemas widen the seen set: with only six, a fine-tune memorizes names instead of reading them
+    # from the schema, which is what the unseen split needs. Every other one gets its rows from the test-database
+    # synthesizer (values like "color 17"), the rest from `populate` (made-up words).
     for i in range(N_COMPOSED):
-        db = random_database(rng, familiar=True)
-        db.db_id = f"composed{i:02d}_{db.db_id}"
-        populate(db, rng)
-        path = write_sqlite(db, root / "databases" / f"{db.db_id}.sqlite")
-        seen.extend(examples_for(db, path, rng, per_db // 3))
+        db = random_database(rng, novel=0.5)
+        db.db_id = f"composed{i:03d}_{db.db_id}"
+        path = root / "databases" / f"{db.db_id}.sqlite"
+        if not (i % 2 and populate_synthesized(db, path, seed=2 * i)):
+            populate(db, rng)
+            write_sqlite(db, path)
+        seen.extend(examples_for(db, path, rng, PER_COMPOSED))
     train, dev, test = _split_by_answer(seen, rng, n_dev=300, n_test=500)
     rng.shuffle(train)
     rng.shuffle(unseen)
@@ -569,8 +675,10 @@ def recall_documents(rng: random.Random, n: int) -> list[str]:
     """
     docs = []
     for _ in range(n):
-        keys = rng.sample([a[0] for a in _NUM_ATTRS] + [a[0] for a in _CAT_ATTRS] + [pseudo_word(rng).lower() for _ in range(6)], rng.randint(3, 8))
-        vals = [str(rng.randint(0, 9999)) if rng.random() < 0.4 else pseudo_word(rng) for _ in keys]
+        pool = [a[0] for a in _NUM_ATTRS + _CAT_ATTRS if a[0] not in held_out_names()]
+        keys = list(dict.fromkeys(rng.sample(pool, 3) + [made_up_name(rng) for _ in range(6)]))
+        keys = rng.sample(keys, min(len(keys), rng.randint(3, 8)))
+        vals = [str(rng.randint(0, 9999)) if rng.random() < 0.4 else made_up(rng) for _ in keys]
         lines = ["facts: " + " ; ".join(f"{k} {v}" for k, v in zip(keys, vals, strict=True))]
         for i in rng.sample(range(len(keys)), min(len(keys), 4)):
             lines.append(f"Q: {keys[i]}? A: {vals[i]}")
@@ -585,13 +693,13 @@ def pretrain_documents(rng: random.Random, n: int, pairs_per_doc: int = 6) -> li
         Q: how many farms have city Lima?
         SQL: SELECT COUNT(*) FROM farms WHERE city = 'Lima'
 
-    (30% give the schema as CREATE TABLE statements instead of the `tables:` line.)
+    (half give the schema as CREATE TABLE statements instead of the `tables:` line.)
     """
     docs = []
     while len(docs) < n:
         db = random_database(rng)
         populate(db, rng)
-        if rng.random() < 0.3:  # some with DDL, so copying names out of CREATE TABLE text is learned too
+        if rng.random() < 0.5:  # half with DDL, so copying names out of CREATE TABLE text is learned too
             header = db.ddl()
         else:
             header = "tables: " + " ; ".join(f"{t.name}({', '.join(['id'] + [c.name for c in t.columns])})" for t in db.tables)
