@@ -244,7 +244,7 @@ def unseen_databases() -> list[Database]:
             Table(
                 "flights",
                 "flight",
-                [_label("flight_code", lambda r: f"{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.randint(100, 999)}", ), _cat("destination", CITIES[20:30]), _int("distance", 200, 9000), _real("fare", 40, 1500), _fk("airline")],
+                [_label("flight_code", lambda r: f"{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{r.randint(100, 999)}"), _cat("destination", CITIES[20:30]), _int("distance", 200, 9000), _real("fare", 40, 1500), _fk("airline")],
                 70,
             ),
         ),
@@ -673,9 +673,9 @@ def recall_documents(rng: random.Random, n: int) -> list[str]:
         facts: brand Ruka ; capacity 3935 ; city Lima
         Q: capacity? A: 3935
     """
+    pool = [a[0] for a in _NUM_ATTRS + _CAT_ATTRS if a[0] not in held_out_names()]
     docs = []
     for _ in range(n):
-        pool = [a[0] for a in _NUM_ATTRS + _CAT_ATTRS if a[0] not in held_out_names()]
         keys = list(dict.fromkeys(rng.sample(pool, 3) + [made_up_name(rng) for _ in range(6)]))
         keys = rng.sample(keys, min(len(keys), rng.randint(3, 8)))
         vals = [str(rng.randint(0, 9999)) if rng.random() < 0.4 else made_up(rng) for _ in keys]
